@@ -1,0 +1,57 @@
+# osteoscreen: the two commands a user needs are `make demo` and `make test`; each installs
+# what it needs into .venv first.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= out
+# holoscan (pulled in by the MONAI Deploy SDK) wants a big stack; osteoscreen preloads its
+# CUDA runtime library from the nvidia-cuda-runtime wheel.
+RUN := ulimit -s 32768 2>/dev/null || true;
+
+.PHONY: install demo test lint typecheck unit models bench example system-deps lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[deploy,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Validators the DICOM tests use (dciodvfy, dsrdump); the tests skip where they are absent.
+system-deps:
+	@if ! command -v dciodvfy >/dev/null || ! command -v dsrdump >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dcmtk dicom3tools >/dev/null; \
+	  else echo "note: install dcmtk and dicom3tools for the DICOM validation tests"; fi; fi
+
+## Generate a synthetic CT study as DICOM and screen it.
+demo: $(STAMP)
+	$(RUN) $(BIN)/osteoscreen example --out $(OUT)/demo_study
+	$(RUN) $(BIN)/osteoscreen run --input $(OUT)/demo_study/dicom --output $(OUT)/demo
+	@echo "truth of the synthetic study: $(OUT)/demo_study/truth.json"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests apps
+	$(BIN)/ruff format --check src tests apps
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(RUN) $(BIN)/python -m pytest -q
+
+test: $(STAMP) lint typecheck unit
+
+## Retrain every shipped model from a regenerated cohort (long: see README).
+models: $(STAMP)
+	$(RUN) $(BIN)/python -m osteoscreen.training.make_models --work build/models --models models --fresh
+
+bench: $(STAMP)
+	$(RUN) $(BIN)/python -m osteoscreen.bench --work build/bench
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(OUT) build .pytest_cache .mypy_cache .ruff_cache

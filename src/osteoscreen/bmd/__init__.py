@@ -1,0 +1,1 @@
+"""BMD from the DenseNet regressor and category from the classifier."""

@@ -1,0 +1,40 @@
+"""DenseNet BMD regression and category classification on crops around each ROI centre."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..config import CATEGORIES
+from ..io.volume import Volume
+from ..models import Bundle
+from ..transforms import CropSpec, extract_crop
+
+__all__ = ["predict_bmd"]
+
+
+def predict_bmd(
+    volume: Volume,
+    centres_mm: Sequence[tuple[float, float, float]],
+    classifier: Bundle,
+    regressor: Bundle,
+) -> tuple[list[float], list[dict[str, float]]]:
+    """BMD (mg/cm3) and class probabilities for each ROI centre (RAS mm) of ``volume``."""
+    if not centres_mm:
+        return [], []
+    r_spec = CropSpec.from_dict(regressor.inference)
+    c_spec = CropSpec.from_dict(classifier.inference)
+    scale = float(regressor.inference.get("output", {}).get("bmd_scale", 100.0))
+    classes = classifier.inference.get("output", {}).get("classes", list(CATEGORIES))
+    xr = torch.stack([extract_crop(volume.array, volume.affine, c, r_spec) for c in centres_mm])
+    xc = (
+        xr
+        if c_spec == r_spec
+        else torch.stack([extract_crop(volume.array, volume.affine, c, c_spec) for c in centres_mm])
+    )
+    with torch.inference_mode():
+        bmd = (regressor.network(xr)[:, 0] * scale).tolist()
+        prob = torch.softmax(classifier.network(xc), dim=1).numpy()
+    probs = [{str(k): float(p[i]) for i, k in enumerate(classes)} for p in prob]
+    return [float(b) for b in bmd], probs

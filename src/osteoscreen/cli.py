@@ -1,0 +1,285 @@
+"""The ``osteoscreen`` command: run, synth, example, train, evaluate.
+
+Exit codes of ``run``: 0 screened, 3 not screenable (summary.json says why), 2 bad arguments,
+1 internal error. Every failure is one line on stderr, never a traceback (``--verbose`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+EXIT_OK, EXIT_INTERNAL, EXIT_ARGS, EXIT_NOT_SCREENABLE = 0, 1, 2, 3
+
+log = logging.getLogger("osteoscreen")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"osteoscreen: error: {message}\n")
+        raise SystemExit(EXIT_ARGS)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="osteoscreen", description="Opportunistic osteoporosis screening from routine CT.")
+    p.add_argument("--version", action="version", version=f"osteoscreen {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="screen one CT study (DICOM folder or NIfTI)")
+    r.add_argument(
+        "--input", "-i", required=True, type=Path, help="DICOM folder (any nesting) or .nii/.nii.gz in HU"
+    )
+    r.add_argument("--output", "-o", required=True, type=Path, help="output folder (created)")
+    r.add_argument(
+        "--models",
+        "-m",
+        type=Path,
+        default=None,
+        help="models folder (default: OSTEOSCREEN_MODELS or ./models)",
+    )
+    r.add_argument(
+        "--segmentation",
+        type=Path,
+        default=None,
+        help="vertebral-body label map (VerSe ids) to use instead of the VB-Net",
+    )
+    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    r.add_argument("--quiet", "-q", action="store_true", help="no table on stdout")
+
+    s = sub.add_parser("synth", help="generate a synthetic cohort with known BMD")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--n", type=int, default=20)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--profile", choices=("train", "test", "independent"), default="train")
+    s.add_argument(
+        "--dicom-share", type=float, default=0.2, help="share of cases also written as DICOM series"
+    )
+    s.add_argument("--workers", type=int, default=None)
+
+    e = sub.add_parser("example", help="write one synthetic CT study as a DICOM series (the demo study)")
+    e.add_argument("--out", required=True, type=Path)
+    e.add_argument("--seed", type=int, default=2024)
+    e.add_argument(
+        "--slices", type=int, default=None, help="number of slices (default: what the protocol covers)"
+    )
+    e.add_argument("--matrix", type=int, default=None, help="in-plane matrix (e.g. 512)")
+    e.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("INPLANE", "SLICE"), help="mm")
+    e.add_argument("--nifti", action="store_true", help="also write ct.nii.gz and the reference labels")
+
+    t = sub.add_parser("train", help="train the segmenter, classifier or regressor")
+    t.add_argument("model", choices=("segmenter", "classifier", "regressor"))
+    t.add_argument("--cohort", required=True, type=Path)
+    t.add_argument("--out", required=True, type=Path)
+    t.add_argument("--iterations", type=int, default=None)
+    t.add_argument("--stage", choices=("coarse", "fine", "both"), default="both", help="segmenter stage(s)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")
+    t.add_argument(
+        "--time-limit", type=float, default=None, help="stop after this many seconds (best checkpoint kept)"
+    )
+    t.add_argument("--max-cases", type=int, default=None)
+
+    v = sub.add_parser(
+        "evaluate", help="run the pipeline on a cohort and write the study's tables and figures"
+    )
+    v.add_argument("--cohort", required=True, type=Path, help="cohort.csv (synthetic or a hospital's)")
+    v.add_argument(
+        "--models", type=Path, default=None, help="models folder (default: OSTEOSCREEN_MODELS or ./models)"
+    )
+    v.add_argument("--out", required=True, type=Path)
+    v.add_argument(
+        "--name", default=None, help="name of the set in the tables (default: the cohort folder's name)"
+    )
+    v.add_argument("--workers", type=int, default=1)
+    v.add_argument(
+        "--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC confidence intervals"
+    )
+    v.add_argument("--max-cases", type=int, default=None)
+    return p
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _print_table(result: object, out: Path) -> None:
+    from .results import ScreeningResult
+
+    assert isinstance(result, ScreeningResult)
+    rows = [("level", "HU mean", "HU median", "ROI vox", "BMD mg/cm3", "category", "p(class)", "flags")]
+    for v in result.vertebrae:
+        p = max(v.probabilities.values()) if v.probabilities else float("nan")
+        rows.append(
+            (
+                v.label + (" *" if v.excluded else ""),
+                f"{v.roi.hu_mean:.1f}",
+                f"{v.roi.hu_median:.1f}",
+                str(v.roi.roi_voxels),
+                "-" if v.bmd_mg_cm3 is None else f"{v.bmd_mg_cm3:.1f}",
+                v.category or "-",
+                f"{p:.2f}",
+                ",".join(v.roi.flags),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    pr = result.patient
+    if pr.bmd_mg_cm3 is not None:
+        print(
+            f"\npatient: {pr.bmd_mg_cm3:.1f} mg/cm3 -> {pr.category} (levels {', '.join(pr.levels_used)}; "
+            f"classifier: {pr.classifier_category}, {'agrees' if pr.agreement else 'disagrees'})"
+        )
+    if any(v.excluded for v in result.vertebrae):
+        print("* excluded from the patient value")
+    for w in result.warnings:
+        print(f"warning: {w}")
+    print(
+        f"\noutputs in {out}: "
+        + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
+    )
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from .errors import InputError, NotScreenableError
+    from .pipeline import screen
+
+    t0 = time.perf_counter()
+    try:
+        result = screen(a.input, a.output, models_dir=a.models, segmentation=a.segmentation, device=a.device)
+    except NotScreenableError as exc:
+        sys.stderr.write(f"osteoscreen: not screenable: {exc}\n")
+        return EXIT_NOT_SCREENABLE
+    except InputError as exc:
+        sys.stderr.write(f"osteoscreen: error: {exc}\n")
+        return EXIT_ARGS
+    if not a.quiet:
+        _print_table(result, a.output)
+        print(f"done in {time.perf_counter() - t0:.1f} s")
+    return EXIT_OK
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from .synth.cohort import write_cohort
+
+    if a.n < 1:
+        sys.stderr.write("osteoscreen: error: --n must be at least 1\n")
+        return EXIT_ARGS
+    if not 0.0 <= a.dicom_share <= 1.0:
+        sys.stderr.write("osteoscreen: error: --dicom-share must be between 0 and 1\n")
+        return EXIT_ARGS
+    t = time.perf_counter()
+    path = write_cohort(a.out, a.n, a.seed, a.profile, dicom_share=a.dicom_share, workers=a.workers)
+    print(f"wrote {a.n} {a.profile} cases in {time.perf_counter() - t:.0f} s: {path}")
+    return EXIT_OK
+
+
+def _cmd_example(a: argparse.Namespace) -> int:
+    from .synth.example import write_example
+
+    d = write_example(a.out, seed=a.seed, slices=a.slices, matrix=a.matrix, spacing=a.spacing, nifti=a.nifti)
+    print(f"example study: {d}")
+    return EXIT_OK
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    if not a.cohort.is_file():
+        sys.stderr.write(f"osteoscreen: error: cohort file does not exist: {a.cohort}\n")
+        return EXIT_ARGS
+    try:
+        return _train(a)
+    except ValueError as exc:
+        sys.stderr.write(f"osteoscreen: error: {exc}\n")
+        return EXIT_ARGS
+
+
+def _train(a: argparse.Namespace) -> int:
+    if a.model == "segmenter":
+        from .training.segmenter import train_segmenter
+
+        states = train_segmenter(
+            a.cohort,
+            a.out,
+            stage=a.stage,
+            iterations=a.iterations or 600,
+            seed=a.seed,
+            resume=not a.no_resume,
+            time_limit_s=a.time_limit,
+            max_cases=a.max_cases,
+        )
+        for name, st in states.items():
+            print(f"{name}: best iteration {st.best_iteration}: {st.best_metrics}")
+    else:
+        from .training.densenet import train_densenet
+
+        st = train_densenet(
+            a.model,
+            a.cohort,
+            a.out,
+            iterations=a.iterations or 800,
+            seed=a.seed,
+            resume=not a.no_resume,
+            time_limit_s=a.time_limit,
+            max_cases=a.max_cases,
+        )
+        print(f"densenet_{a.model}: best iteration {st.best_iteration}: {st.best_metrics}")
+    return EXIT_OK
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluation.run import evaluate_cohort
+    from .models import default_models_dir
+
+    if not a.cohort.is_file():
+        sys.stderr.write(f"osteoscreen: error: cohort file does not exist: {a.cohort}\n")
+        return EXIT_ARGS
+    models = a.models or default_models_dir()
+    m = evaluate_cohort(
+        a.cohort, models, a.out, name=a.name, workers=a.workers, n_boot=a.n_boot, max_cases=a.max_cases
+    )
+    md = a.out / "tables.md"
+    if md.exists():
+        print(md.read_text())
+    print(f"metrics: {a.out / 'metrics.json'} ({m['n_screened']}/{m['n_cases']} cases screened)")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    handlers = {
+        "run": _cmd_run,
+        "synth": _cmd_synth,
+        "example": _cmd_example,
+        "train": _cmd_train,
+        "evaluate": _cmd_evaluate,
+    }
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        sys.stderr.write("osteoscreen: interrupted\n")
+        return 130
+    except Exception as exc:  # the one place that turns a bug into a one-line message
+        if args.verbose:
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        sys.stderr.write(
+            f"osteoscreen: internal error: {type(exc).__name__}: {msg} (run with --verbose for details)\n"
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,332 @@
+"""``osteoscreen evaluate``: the full pipeline on every case of a cohort, and the study's tables.
+
+For each case the pipeline runs twice where a reference label map exists: with our own
+segmentation (the product) and with the reference segmentation (to separate segmentation
+errors from BMD errors). A linear HU-to-BMD rule, fitted on the training cohort's reference
+ROIs (``hu_rule.json`` in the models folder), is the baseline that threshold-based tools stand
+for. Results: metrics.json, Tables 1-3 (Markdown and CSV), per-case CSV and the figures.
+
+A hospital's cohort is a CSV with ``case_id``, ``image`` (NIfTI file or DICOM folder) and
+reference BMD per vertebra (``bmd_L1``, ...) and / or per patient (``patient_bmd``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import CATEGORIES, DEFAULT_CONFIG
+from ..training.data import CohortRow, read_cohort
+from .metrics import aggregate_dice, classification_metrics, dice_per_label, regression_metrics, to_jsonable
+
+__all__ = ["HuRule", "evaluate_cohort", "fit_hu_rule"]
+
+log = logging.getLogger(__name__)
+
+DICE_LEVELS = ("T12", "L1", "L2", "L3", "L4")
+
+
+@dataclass
+class HuRule:
+    """BMD = slope * HU + intercept: the linear rule of threshold-based tools."""
+
+    slope: float
+    intercept: float
+    n: int
+
+    def __call__(self, hu: float) -> float:
+        return self.slope * hu + self.intercept
+
+    def to_dict(self) -> dict[str, float]:
+        return {"slope": self.slope, "intercept": self.intercept, "n": self.n}
+
+
+def fit_hu_rule(hu: list[float], bmd: list[float]) -> HuRule:
+    if len(hu) < 3:
+        raise ValueError(f"fitting the HU rule needs at least 3 vertebrae, got {len(hu)}")
+    slope, intercept = np.polyfit(np.asarray(hu), np.asarray(bmd), 1)
+    return HuRule(float(slope), float(intercept), len(hu))
+
+
+def _case_input(row: CohortRow) -> Path:
+    return row.image
+
+
+def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
+    """Screen one case (own segmentation and, where given, the reference one)."""
+    row, models_dir, out = args
+    from ..errors import OsteoscreenError
+    from ..io.volume import read_nifti
+    from ..models import load_models
+    from ..pipeline import screen
+
+    models = load_models(models_dir)
+    rec: dict[str, Any] = {"case_id": row.case_id, "truth": row.bmd, "raw": row.raw}
+    for mode in ("own", "reference"):
+        if mode == "reference" and row.label is None:
+            continue
+        cdir = out / "cases" / row.case_id / mode
+        try:
+            res = screen(
+                _case_input(row), cdir, models=models, segmentation=row.label if mode == "reference" else None
+            )
+        except OsteoscreenError as exc:
+            rec[mode] = {"status": "failed", "reason": str(exc)}
+            continue
+        rec[mode] = json.loads((cdir / "summary.json").read_text())
+        if mode == "own" and row.label is not None and row.label.exists():
+            pred = read_nifti(cdir / "vertebrae_seg.nii.gz", dtype=np.int16).array
+            ref = read_nifti(row.label, dtype=np.int16).array
+            from ..labels import name_to_id
+
+            ids = [name_to_id(n) for n in DICE_LEVELS]
+            rec["dice"] = {str(k): v for k, v in dice_per_label(pred, ref, ids).items()}
+        del res
+    return rec
+
+
+def _patient_truth(row_raw: dict[str, str], truth: dict[str, float], levels: list[str]) -> float | None:
+    v = (row_raw.get("patient_bmd") or "").strip()
+    if v:
+        return float(v)
+    vals = [truth[n] for n in levels if n in truth]
+    return float(np.mean(vals)) if vals else None
+
+
+def _collect(records: list[dict[str, Any]], mode: str, rule: HuRule | None) -> dict[str, Any]:
+    """Per-vertebra and per-patient pairs of truth and prediction for one mode."""
+    vt, vp, vprob, vhu = [], [], [], []
+    pt, pp, pprob, phu = [], [], [], []
+    for rec in records:
+        s = rec.get(mode)
+        if not s or s.get("status") != "screened":
+            continue
+        truth = rec["truth"]
+        for v in s["vertebrae"]:
+            if v["excluded"] or v["label"] not in truth or v["bmd_mg_cm3"] is None:
+                continue
+            vt.append(truth[v["label"]])
+            vp.append(v["bmd_mg_cm3"])
+            vprob.append([v["probabilities"].get(c, 0.0) for c in CATEGORIES])
+            vhu.append(v["trabecular_hu_mean"])
+        patient = s["patient"]
+        ref = _patient_truth(rec["raw"], truth, patient["levels_used"])
+        if patient["bmd_mg_cm3"] is None or ref is None:
+            continue
+        used = [v for v in s["vertebrae"] if v["label"] in patient["levels_used"]]
+        pt.append(ref)
+        pp.append(patient["bmd_mg_cm3"])
+        pprob.append(
+            np.mean([[v["probabilities"].get(c, 0.0) for c in CATEGORIES] for v in used], axis=0).tolist()
+        )
+        phu.append(float(np.mean([v["trabecular_hu_mean"] for v in used])))
+    return {"vt": vt, "vp": vp, "vprob": vprob, "vhu": vhu, "pt": pt, "pp": pp, "pprob": pprob, "phu": phu}
+
+
+def _metrics(pairs: dict[str, Any], rule: HuRule | None, n_boot: int) -> dict[str, Any]:
+    th = DEFAULT_CONFIG.thresholds
+    out: dict[str, Any] = {"n_patients": len(pairs["pt"]), "n_vertebrae": len(pairs["vt"])}
+    if len(pairs["pt"]) >= 3:
+        y = np.array([th.class_index(b) for b in pairs["pt"]])
+        out["classification"] = classification_metrics(y, np.array(pairs["pprob"]), n_boot=n_boot)
+        out["regression"] = regression_metrics(pairs["pt"], pairs["pp"])
+        if rule is not None:
+            hu_pred = [rule(h) for h in pairs["phu"]]
+            out["hu_rule"] = {"regression": regression_metrics(pairs["pt"], hu_pred)}
+    if len(pairs["vt"]) >= 3:
+        yv = np.array([th.class_index(b) for b in pairs["vt"]])
+        out["per_vertebra"] = {
+            "classification": classification_metrics(yv, np.array(pairs["vprob"]), n_boot=n_boot),
+            "regression": regression_metrics(pairs["vt"], pairs["vp"]),
+        }
+        if rule is not None:
+            out["per_vertebra"]["hu_rule"] = {
+                "regression": regression_metrics(pairs["vt"], [rule(h) for h in pairs["vhu"]])
+            }
+    return out
+
+
+def evaluate_cohort(
+    cohort: Path,
+    models_dir: Path,
+    out: Path,
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    n_boot: int = 1000,
+    max_cases: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the pipeline on a cohort; writes the outputs into ``out`` and returns metrics."""
+    from tqdm import tqdm
+
+    from . import figures, tables
+
+    rows = read_cohort(cohort)
+    if max_cases:
+        rows = rows[:max_cases]
+    if not rows:
+        raise ValueError(f"cohort {cohort} has no cases")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rule_path = Path(models_dir) / "hu_rule.json"
+    rule = None
+    if rule_path.exists():
+        d = json.loads(rule_path.read_text())
+        rule = HuRule(d["slope"], d["intercept"], d.get("n", 0))
+    jobs = [(r, Path(models_dir), out) for r in rows]
+    records: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=len(jobs), desc=f"evaluate {name or cohort.parent.name}", unit="case", disable=not progress
+    )
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for rec in pool.map(_run_one, jobs):
+                records.append(rec)
+                bar.update()
+    else:
+        for job in jobs:
+            records.append(_run_one(job))
+            bar.update()
+    bar.close()
+    set_name = name or cohort.parent.name
+    own = _metrics(_collect(records, "own", rule), rule, n_boot)
+    ref = (
+        _metrics(_collect(records, "reference", rule), rule, n_boot)
+        if any("reference" in r for r in records)
+        else None
+    )
+    dices = [{int(k): v for k, v in r["dice"].items()} for r in records if "dice" in r]
+    failed = [
+        {"case_id": r["case_id"], "reason": r["own"].get("reason")}
+        for r in records
+        if r.get("own", {}).get("status") != "screened"
+    ]
+    metrics: dict[str, Any] = {
+        "set": set_name,
+        "n_cases": len(rows),
+        "n_screened": len(rows) - len(failed),
+        "not_screened": failed,
+        **own,
+        "segmentation": {},
+        "baselines": {},
+    }
+    if dices:
+        agg = aggregate_dice(dices)
+        metrics["segmentation"] = {
+            "dice_mean": agg.get("all", {}).get("mean"),
+            "dice_per_level": {k: v.get("mean") for k, v in agg.items() if k != "all"},
+            "dice_detail": agg,
+        }
+    if rule is not None and "hu_rule" in own:
+        metrics["baselines"]["hu_rule"] = {**own["hu_rule"], "rule": rule.to_dict()}
+    if ref is not None:
+        metrics["baselines"]["reference_segmentation"] = ref
+    metrics = to_jsonable(metrics)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    # Tables and figures (patient level, the study's unit).
+    if "classification" in own:
+        t1 = {set_name: own["classification"]}
+        t3 = {set_name: own["regression"]}
+        if rule is not None:
+            t3[f"{set_name} (HU rule)"] = own["hu_rule"]["regression"]
+        if ref is not None and "regression" in ref:
+            t1[f"{set_name} (reference segmentation)"] = ref["classification"]
+            t3[f"{set_name} (reference segmentation)"] = ref["regression"]
+        md = [
+            f"# Evaluation: {set_name} (n = {own['n_patients']} patients, {own['n_vertebrae']} vertebrae)",
+            "",
+            "## Table 1: classification",
+            tables.table1_markdown(t1),
+            "",
+            "## Table 2: confusion matrix (rows: reference, columns: predicted)",
+            tables.table2_markdown(own["classification"]["confusion_matrix"]),
+            "",
+            "## Table 3: regression (mg/cm3)",
+            tables.table3_markdown(t3, bland_altman=True),
+        ]
+        if metrics["segmentation"]:
+            md += ["", "## Segmentation Dice per level", "| level | mean Dice |", "|---|---|"]
+            md += [
+                f"| {k} | {v:.3f} |"
+                for k, v in metrics["segmentation"]["dice_per_level"].items()
+                if v is not None
+            ]
+        (out / "tables.md").write_text("\n".join(md) + "\n")
+        tables.table1_csv(t1, out / "table1.csv")
+        tables.table3_csv(t3, out / "table3.csv", bland_altman=True)
+        pairs = _collect(records, "own", rule)
+        y = np.array([DEFAULT_CONFIG.thresholds.class_index(b) for b in pairs["pt"]])
+        from .metrics import roc_curves
+
+        figures.plot_roc(
+            roc_curves(y, np.array(pairs["pprob"])),
+            own["classification"],
+            out / "roc.png",
+            f"ROC, {set_name}",
+        )
+        figures.plot_correlation(
+            pairs["pt"], pairs["pp"], out / "correlation.png", f"DenseNet BMD vs reference, {set_name}"
+        )
+        figures.plot_bland_altman(
+            pairs["pt"], pairs["pp"], out / "bland_altman.png", f"Bland-Altman, {set_name}"
+        )
+        figures.plot_confusion(
+            own["classification"]["confusion_matrix"], out / "confusion.png", f"Confusion, {set_name}"
+        )
+    _write_cases_csv(records, out / "cases.csv")
+    return metrics
+
+
+def _write_cases_csv(records: list[dict[str, Any]], path: Path) -> None:
+    fields = [
+        "case_id",
+        "mode",
+        "status",
+        "level",
+        "truth_bmd",
+        "bmd",
+        "category",
+        "hu_mean",
+        "excluded",
+        "flags",
+    ]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv")
+    with os.fdopen(fd, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(fields)
+        for rec in records:
+            for mode in ("own", "reference"):
+                s = rec.get(mode)
+                if s is None:
+                    continue
+                if s.get("status") != "screened":
+                    w.writerow(
+                        [rec["case_id"], mode, s.get("status"), "", "", "", "", "", "", s.get("reason", "")]
+                    )
+                    continue
+                for v in s["vertebrae"]:
+                    w.writerow(
+                        [
+                            rec["case_id"],
+                            mode,
+                            "screened",
+                            v["label"],
+                            rec["truth"].get(v["label"], ""),
+                            v["bmd_mg_cm3"],
+                            v["category"],
+                            v["trabecular_hu_mean"],
+                            v["excluded"],
+                            " ".join(v["flags"]),
+                        ]
+                    )
+    os.replace(tmp, path)

@@ -1,0 +1,441 @@
+"""The screening pipeline as plain functions, one per stage (the operators call the same ones).
+
+load -> canonical view -> vertebral bodies (VB-Net or a given label map) -> trabecular ROIs
+-> DenseNet BMD and category -> patient result -> outputs (summary.json, vertebrae_seg.nii.gz,
+report.png, and for DICOM input seg.dcm and sr.dcm), written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from . import __version__
+from .bmd.predict import predict_bmd
+from .config import CATEGORIES, DEFAULT_CONFIG, ScreeningConfig
+from .errors import InputError, NotScreenableError
+from .io.dicom import load_volume
+from .io.volume import CanonicalView, Volume, read_nifti
+from .labels import UNKNOWN_LEVEL_BASE
+from .models import ModelSet, load_models
+from .results import PatientResult, RoiMeasurement, ScreeningResult, VertebraResult
+from .roi.measure import measure_body
+from .segmentation.inference import segment_classes
+from .segmentation.levels import assign_levels, find_bodies
+
+__all__ = [
+    "Stages",
+    "assemble_result",
+    "classify_vertebrae",
+    "labels_from_file",
+    "measure_vertebrae",
+    "patient_result",
+    "protocol_guess",
+    "screen",
+    "segment_vertebrae",
+    "write_not_screenable",
+    "write_outputs",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stages:
+    """Timings of the stages of one run (seconds)."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def time(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 3)
+
+
+@dataclass
+class Bodies:
+    """Labelled vertebral bodies on the canonical grid."""
+
+    labels: np.ndarray  # int16 VerSe ids (101+ for unknown levels)
+    touches_edge: dict[int, bool]
+    level_confidence: float
+    cues: list[str]
+    warnings: list[str]
+    source: str  # "vbnet" or "given"
+
+
+def segment_vertebrae(canon: Volume, models: ModelSet) -> Bodies:
+    """VB-Net tissue classes -> body instances -> levels."""
+    seg = segment_classes(canon, models.coarse, models.fine)
+    inst, bodies = find_bodies(seg.classes, canon.spacing)
+    if not bodies:
+        raise NotScreenableError("no vertebral body found in the image (is the spine in the field of view?)")
+    levels = assign_levels(seg.classes, bodies, canon.spacing)
+    lut = np.zeros(int(inst.max()) + 1, dtype=np.int16)
+    for mask_label, vid in levels.ids.items():
+        lut[mask_label] = vid
+    labels = lut[inst]
+    edge = {levels.ids[b.mask_label]: b.touches_edge for b in bodies}
+    return Bodies(labels, edge, levels.confidence, levels.cues, levels.warnings, "vbnet")
+
+
+def labels_from_file(path: Path, volume: Volume, view: CanonicalView) -> Bodies:
+    """A user's vertebral-body label map (VerSe ids) on the input's grid, as Bodies.
+
+    Raises:
+        InputError: unreadable file, or a grid that does not match the input image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"segmentation file does not exist: {path}")
+    try:
+        img = read_nifti(path, dtype=np.float64)
+    except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise InputError(f"segmentation {path} is not a readable NIfTI label map ({exc})") from exc
+    arr = img.array
+    if arr.shape != volume.shape:
+        raise InputError(
+            f"segmentation {path.name} has shape {arr.shape}, the image {volume.shape}: "
+            "they must share a grid"
+        )
+    if not np.allclose(img.affine, volume.affine, atol=1e-2):
+        raise InputError(f"segmentation {path.name} has another geometry (affine) than the image")
+    if not np.allclose(arr, np.round(arr)) or arr.min() < 0:
+        raise InputError(f"segmentation {path.name} is not a label map of non-negative integers")
+    lab = Volume(arr.astype(np.int16), img.affine).canonical().volume.array
+    ids = [int(v) for v in np.unique(lab) if v > 0]
+    bad = [v for v in ids if not (1 <= v <= 26 or v > UNKNOWN_LEVEL_BASE)]
+    if bad:
+        raise InputError(
+            f"segmentation {path.name} has labels {bad} outside the VerSe vertebra ids (1-26, 101+)"
+        )
+    nz = lab.shape[2] - 1
+    edge = {}
+    for v in ids:
+        ks = np.where((lab == v).any(axis=(0, 1)))[0]
+        edge[v] = bool(ks.min() == 0 or ks.max() == nz)
+    conf = 1.0 if all(v <= 26 for v in ids) else 0.0
+    return Bodies(lab, edge, conf, ["given"], [], "given")
+
+
+def measure_vertebrae(
+    canon: Volume, bodies: Bodies, config: ScreeningConfig
+) -> tuple[list[RoiMeasurement], dict[int, np.ndarray]]:
+    """Trabecular ROI and HU statistics of every labelled body (top to bottom)."""
+    ids = [int(v) for v in np.unique(bodies.labels) if v > 0]
+    # Anatomical order: known levels by id, unknown ones (101+) by their top-to-bottom number.
+    ids.sort(key=lambda v: (v > UNKNOWN_LEVEL_BASE, v))
+    out: list[RoiMeasurement] = []
+    rois: dict[int, np.ndarray] = {}
+    for vid in ids:
+        m, roi = measure_body(
+            canon.array,
+            bodies.labels == vid,
+            canon.affine,
+            canon.spacing,
+            vid,
+            config,
+            touches_edge=bodies.touches_edge.get(vid, False),
+        )
+        out.append(m)
+        rois[vid] = roi
+    return out, rois
+
+
+_EXCLUDING_FLAGS = {"metal", "fracture_suspected", "partial_in_view", "empty_roi"}
+
+
+def classify_vertebrae(
+    canon: Volume,
+    measurements: list[RoiMeasurement],
+    models: ModelSet,
+    config: ScreeningConfig,
+    level_confidence: float,
+) -> list[VertebraResult]:
+    """DenseNet BMD and category for each measured body."""
+    bmd, probs = predict_bmd(canon, [m.center_mm for m in measurements], models.classifier, models.regressor)
+    out = []
+    for m, b, p in zip(measurements, bmd, probs):
+        excluded = bool(_EXCLUDING_FLAGS & set(m.flags)) or m.roi_voxels < config.min_roi_voxels
+        out.append(
+            VertebraResult(
+                roi=m,
+                bmd_mg_cm3=b,
+                category=config.thresholds.categorize(b),
+                probabilities=p,
+                excluded=excluded,
+                level_confidence=level_confidence,
+            )
+        )
+    return out
+
+
+def protocol_guess(meta: dict[str, Any], labels_present: list[str]) -> str:
+    """ "chest" or "abdomen" from the series description, else from the levels in view."""
+    text = " ".join(
+        str(meta.get(k, "")) for k in ("series_description", "body_part_examined", "study_description")
+    ).lower()
+    if any(w in text for w in ("abdom", "pelvi", "lumbar", "l-spine", "lspine", "urogra", "kidney", "liver")):
+        return "abdomen"
+    if any(w in text for w in ("chest", "thorax", "lung", "thx", "pulmo", "cardiac", "heart")):
+        return "chest"
+    return "abdomen" if "L3" in labels_present else "chest"
+
+
+def patient_result(
+    vertebrae: list[VertebraResult], config: ScreeningConfig, protocol: str
+) -> tuple[PatientResult, list[str]]:
+    """Mean BMD over the protocol's levels (excluded ones left out and said)."""
+    warnings: list[str] = []
+    wanted = config.chest_levels if protocol == "chest" else config.abdomen_levels
+    by_name = {v.label: v for v in vertebrae}
+    excluded = [v.label for v in vertebrae if v.excluded]
+    used = [by_name[n] for n in wanted if n in by_name and not by_name[n].excluded]
+    if not used:
+        # No protocol level usable: the lowest usable lumbar / T12 bodies, else any three bodies.
+        usable = [v for v in vertebrae if not v.excluded]
+        named = [v for v in usable if v.roi.label_id <= 26 and v.roi.label_id >= 19]
+        pool = named or usable
+        used = pool[-3:]
+        if used:
+            warnings.append(
+                f"none of the {protocol} protocol levels ({', '.join(wanted)}) could be used; "
+                f"patient value from {', '.join(v.label for v in used)}"
+            )
+    if not used:
+        return PatientResult([], None, None, None, None, excluded), [
+            *warnings,
+            "no vertebra usable for a patient value",
+        ]
+    bmd = float(np.mean([v.bmd_mg_cm3 for v in used if v.bmd_mg_cm3 is not None]))
+    mean_prob = np.mean([[v.probabilities.get(c, 0.0) for c in CATEGORIES] for v in used], axis=0)
+    cls_cat = CATEGORIES[int(np.argmax(mean_prob))]
+    cat = config.thresholds.categorize(bmd)
+    return PatientResult([v.label for v in used], bmd, cat, cls_cat, cat == cls_cat, excluded), warnings
+
+
+def _input_info(volume: Volume, path: Path, protocol: str) -> dict[str, Any]:
+    m = volume.meta
+    keys = (
+        "study_instance_uid",
+        "series_instance_uid",
+        "series_description",
+        "modality",
+        "kvp",
+        "slice_thickness",
+        "convolution_kernel",
+        "manufacturer",
+        "contrast_bolus_agent",
+        "source",
+    )
+    info = {k: m.get(k) for k in keys if m.get(k) not in (None, "")}
+    info.update(
+        {
+            "path": str(path),
+            "shape": list(volume.shape),
+            "spacing_mm": [round(s, 4) for s in volume.spacing],
+            "protocol_guess": protocol,
+        }
+    )
+    return info
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (Path,)):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def summary_dict(result: ScreeningResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "reason": result.reason,
+        "osteoscreen_version": __version__,
+        "input": result.input_info,
+        "vertebrae": [v.to_summary() for v in result.vertebrae],
+        "patient": result.patient.to_summary(),
+        "warnings": result.warnings,
+        "models": result.models,
+        "timings_s": result.timings_s,
+    }
+
+
+@contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A scratch folder in ``out_dir``; its files replace the final ones only if all succeed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".osteoscreen-", dir=out_dir))
+    try:
+        yield tmp
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_outputs(
+    result: ScreeningResult,
+    volume: Volume,
+    view: CanonicalView,
+    labels_canon: np.ndarray,
+    rois: dict[int, np.ndarray],
+    out_dir: Path,
+    stages: Stages,
+) -> list[str]:
+    """Write every output; returns the file names written."""
+    from .io.atomic import write_dataset_atomic
+    from .report.keyimage import render_key_image
+
+    written: list[str] = []
+    labels_orig = view.to_original(labels_canon)
+    with _staging(Path(out_dir)) as tmp:
+        with stages.time("write_nifti"):
+            img = nib.Nifti1Image(labels_orig.astype(np.int16), volume.affine)
+            img.set_qform(volume.affine, code=1)
+            img.set_sform(volume.affine, code=1)
+            nib.save(img, str(tmp / "vertebrae_seg.nii.gz"))
+            written.append("vertebrae_seg.nii.gz")
+        with stages.time("write_report_png"):
+            render_key_image(view.volume, labels_canon, rois, result, tmp / "report.png")
+            written.append("report.png")
+        dicom_ok = bool(volume.source_datasets) and not volume.meta.get("resampled_along_k")
+        if volume.source_datasets and not dicom_ok:
+            result.warnings.append(
+                "slices were resampled to even spacing: seg.dcm and sr.dcm are not written"
+            )
+        if dicom_ok and result.vertebrae:
+            from .sr import build_seg, build_sr
+
+            with stages.time("write_seg"):
+                ids = [v.roi.label_id for v in result.vertebrae]
+                seg = build_seg(
+                    volume,
+                    labels_orig,
+                    ids,
+                    algorithm_name=str(result.input_info.get("segmentation_source", "osteoscreen")),
+                    algorithm_version=__version__,
+                )
+                write_dataset_atomic(seg, tmp / "seg.dcm")
+                written.append("seg.dcm")
+            with stages.time("write_sr"):
+                sr = build_sr(result, volume, seg)
+                write_dataset_atomic(sr, tmp / "sr.dcm")
+                written.append("sr.dcm")
+        result.timings_s.update(stages.timings)
+        (tmp / "summary.json").write_text(json.dumps(summary_dict(result), indent=2, default=_json_default))
+        written.append("summary.json")
+    return written
+
+
+def write_not_screenable(
+    out_dir: Path, reason: str, input_path: Path, timings: dict[str, float] | None = None
+) -> None:
+    """summary.json with status "not_screenable" and the reason (nothing else is written)."""
+    result = ScreeningResult(
+        vertebrae=[],
+        patient=PatientResult([], None, None, None, None),
+        input_info={"path": str(input_path)},
+        models={},
+        timings_s=timings or {},
+        status="not_screenable",
+        reason=reason,
+    )
+    with _staging(Path(out_dir)) as tmp:
+        (tmp / "summary.json").write_text(json.dumps(summary_dict(result), indent=2, default=_json_default))
+
+
+def assemble_result(
+    volume: Volume,
+    input_path: Path,
+    bodies: Bodies,
+    vertebrae: list[VertebraResult],
+    warnings: list[str],
+    models: ModelSet,
+    config: ScreeningConfig,
+) -> ScreeningResult:
+    """The study's result: patient value over the protocol's levels, provenance, warnings."""
+    protocol = protocol_guess(volume.meta, [v.label for v in vertebrae])
+    patient, pw = patient_result(vertebrae, config, protocol)
+    models_info = models.describe()
+    if bodies.source == "given":
+        # The SR's algorithm identification names only the models that made the numbers.
+        models_info = {k: v for k, v in models_info.items() if k.startswith("densenet")}
+    result = ScreeningResult(
+        vertebrae=vertebrae,
+        patient=patient,
+        input_info={
+            **_input_info(volume, input_path, protocol),
+            "segmentation_source": "given label map"
+            if bodies.source == "given"
+            else "VB-Net (coarse-to-fine)",
+            "level_cues": bodies.cues,
+            "level_confidence": bodies.level_confidence,
+        },
+        models=models_info,
+        warnings=list(warnings) + bodies.warnings + pw,
+    )
+    if bodies.level_confidence == 0.0 and bodies.source == "vbnet":
+        result.warnings.append("levels unknown: values are reported per body (V1, V2, ...) for review")
+    return result
+
+
+def screen(
+    input_path: Path,
+    out_dir: Path,
+    *,
+    models: ModelSet | None = None,
+    models_dir: Path | None = None,
+    segmentation: Path | None = None,
+    config: ScreeningConfig = DEFAULT_CONFIG,
+    device: str = "cpu",
+) -> ScreeningResult:
+    """Screen one study end to end and write its outputs.
+
+    Raises:
+        InputError: bad arguments (missing path, unreadable models or segmentation).
+        NotScreenableError: the input holds no screenable CT; summary.json says why.
+    """
+    stages = Stages()
+    input_path = Path(input_path)
+    try:
+        with stages.time("load"):
+            volume, warnings = load_volume(input_path)
+            view = volume.canonical()
+            canon = view.volume
+        if models is None:
+            with stages.time("load_models"):
+                models = load_models(models_dir, device)
+        with stages.time("segment"):
+            if segmentation is not None:
+                bodies = labels_from_file(Path(segmentation), volume, view)
+            else:
+                bodies = segment_vertebrae(canon, models)
+        with stages.time("measure"):
+            measurements, rois = measure_vertebrae(canon, bodies, config)
+        if not measurements:
+            raise NotScreenableError("no vertebral body could be measured")
+        with stages.time("classify"):
+            vertebrae = classify_vertebrae(canon, measurements, models, config, bodies.level_confidence)
+    except NotScreenableError as exc:
+        write_not_screenable(Path(out_dir), str(exc), input_path, stages.timings)
+        raise
+    result = assemble_result(volume, input_path, bodies, vertebrae, warnings, models, config)
+    write_outputs(result, volume, view, bodies.labels, rois, Path(out_dir), stages)
+    return result

@@ -1,0 +1,88 @@
+"""Coarse-to-fine VB-Net inference: tissue classes on the input's own (canonical) grid."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import NotScreenableError
+from ..io.volume import Volume
+from ..labels import SegClass
+from ..models import Bundle
+from ..transforms import normalize_hu, resample
+from .spine_box import spine_box_from_classes
+
+__all__ = ["SegmentationOutput", "run_network", "segment_classes"]
+
+log = logging.getLogger(__name__)
+
+#: Above this many voxels the fine stage runs in overlapping windows (memory, not speed).
+_WHOLE_VOLUME_VOXELS = 6_000_000
+
+
+@dataclass
+class SegmentationOutput:
+    """Tissue classes (SegClass) on the canonical grid, and the fine stage's box on it."""
+
+    classes: np.ndarray
+    box: list[tuple[int, int]]
+
+
+def run_network(bundle: Bundle, image: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of a normalised (1, 1, X, Y, Z) image, padded to the net's divisor."""
+    divisor = int(bundle.inference.get("divisor", 8))
+    shape = image.shape[-3:]
+    pads = [(-s) % divisor for s in shape]
+    x = F.pad(image, (0, pads[2], 0, pads[1], 0, pads[0]), value=float(normalize_hu(torch.tensor(-1000.0))))
+    n_vox = int(np.prod(x.shape[-3:]))
+    with torch.inference_mode():
+        if n_vox <= _WHOLE_VOLUME_VOXELS:
+            logits = bundle.network(x)
+        else:
+            from monai.inferers import sliding_window_inference
+
+            roi = [min(int(s), 128) for s in x.shape[-3:]]
+            roi = [r - r % divisor for r in roi]
+            logits = sliding_window_inference(x, roi, 1, bundle.network, overlap=0.25, mode="gaussian")
+        prob = torch.softmax(logits, dim=1)
+    return prob[..., : shape[0], : shape[1], : shape[2]]
+
+
+def segment_classes(volume: Volume, coarse: Bundle, fine: Bundle) -> SegmentationOutput:
+    """Segment a canonical (RAS) CT into tissue classes.
+
+    The coarse stage looks at the whole volume at low resolution to find the column of
+    bodies and discs; the fine stage segments that column's box at its working spacing, and
+    its probabilities are brought back to the input grid before the arg-max, so the labels
+    are as sharp as the input allows.
+
+    Raises:
+        NotScreenableError: when no vertebral body is found.
+    """
+    arr = volume.array
+    sp = volume.spacing
+    cs = float(coarse.inference["spacing_mm"])
+    c_img = normalize_hu(resample(arr, sp, (cs, cs, cs)))
+    c_cls = run_network(coarse, c_img)[0].argmax(0).numpy().astype(np.uint8)
+    scale = tuple(n / m for n, m in zip(arr.shape, c_cls.shape))
+    box = spine_box_from_classes(c_cls, (cs, cs, cs), scale=scale, target_shape=arr.shape)
+    if box is None or min(b - a for a, b in box) < 3:
+        raise NotScreenableError(
+            "no vertebral column found in the image (is the spine in the field of view?)"
+        )
+    sl = tuple(slice(a, b) for a, b in box)
+    fs = float(fine.inference["spacing_mm"])
+    sub = arr[sl]
+    f_img = normalize_hu(resample(sub, sp, (fs, fs, fs)))
+    prob = run_network(fine, f_img)
+    # Back to the input grid: interpolate probabilities (not labels) for smooth boundaries.
+    prob = F.interpolate(prob, size=tuple(sub.shape), mode="trilinear", align_corners=False)
+    classes = np.zeros(arr.shape, dtype=np.uint8)
+    classes[sl] = prob[0].argmax(0).numpy().astype(np.uint8)
+    if not (classes == SegClass.BODY).any():
+        raise NotScreenableError("no vertebral body found in the image (is the spine in the field of view?)")
+    return SegmentationOutput(classes, box)

@@ -1,0 +1,172 @@
+"""From tissue classes to labelled vertebral bodies: instances, then levels from several cues.
+
+Instances: connected components of the body class (the disc class keeps neighbours apart).
+Levels, from anatomical cues, reconciled:
+
+- the last rib: the lowest body with rib heads beside it is T12, when a rib-free body
+  follows below it (otherwise the scan may simply end above T12);
+- the sacrum: the body just above the sacrum is L5;
+- counting across the ordered instances from whichever anchor exists.
+
+When both anchors exist and disagree (a transitional vertebra: 4 or 6 lumbar bodies) the rib
+anchor wins and the confidence drops. When neither exists, the bodies are still returned,
+numbered V1, V2, ... from the top (ids 101, 102, ...) with confidence 0: never a guessed level.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ..labels import UNKNOWN_LEVEL_BASE, SegClass, name_to_id
+
+__all__ = ["BodyInstance", "LevelAssignment", "assign_levels", "find_bodies"]
+
+log = logging.getLogger(__name__)
+
+_ORDER = [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
+
+
+@dataclass
+class BodyInstance:
+    """One vertebral body found in the class map (canonical RAS grid)."""
+
+    index: int  # 1-based, top to bottom
+    mask_label: int  # its value in the instance map
+    voxels: int
+    centroid_ijk: tuple[float, float, float]
+    z_range: tuple[int, int]
+    touches_edge: bool
+    rib_bearing: bool = False
+
+
+@dataclass
+class LevelAssignment:
+    """Label ids per instance and how sure we are."""
+
+    ids: dict[int, int]  # instance mask label -> vertebra id
+    confidence: float
+    cues: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_bodies(
+    classes: np.ndarray, spacing: tuple[float, float, float], min_volume_ml: float = 1.0
+) -> tuple[np.ndarray, list[BodyInstance]]:
+    """Separate the body class into instances ordered top (superior) to bottom.
+
+    Returns:
+        (instance map int32 with values 1..n, instances).
+    """
+    body = classes == SegClass.BODY
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    lab, n = ndimage.label(body)
+    if n == 0:
+        return lab.astype(np.int32), []
+    objs = ndimage.find_objects(lab)
+    sizes = ndimage.sum_labels(body, lab, index=np.arange(1, n + 1))
+    cents = ndimage.center_of_mass(body, lab, index=np.arange(1, n + 1))
+    found = []
+    keep = np.zeros(n + 1, dtype=np.int32)
+    for i in range(n):
+        if sizes[i] * voxel_ml < min_volume_ml:
+            continue
+        sl = objs[i]
+        z0, z1 = sl[2].start, sl[2].stop - 1
+        found.append((cents[i][2], i + 1, int(sizes[i]), tuple(float(c) for c in cents[i]), (z0, z1)))
+    found.sort(key=lambda t: -t[0])  # superior first (RAS: larger k is higher)
+    bodies = []
+    for rank, (_, lbl, size, cent, zr) in enumerate(found, start=1):
+        keep[lbl] = rank
+        touches = zr[0] == 0 or zr[1] == classes.shape[2] - 1
+        bodies.append(BodyInstance(rank, rank, size, cent, zr, touches))  # type: ignore[arg-type]
+    inst = keep[lab]
+    _mark_rib_bearing(classes, inst, bodies, spacing)
+    return inst, bodies
+
+
+def _mark_rib_bearing(
+    classes: np.ndarray, inst: np.ndarray, bodies: list[BodyInstance], spacing: tuple[float, float, float]
+) -> None:
+    rib = classes == SegClass.RIB
+    if not rib.any():
+        return
+    for b in bodies:
+        z0, z1 = b.z_range
+        ci, cj, _ = b.centroid_ijk
+        # Rib heads sit beside and behind the body, at its height.
+        half_x = int(round(75.0 / spacing[0]))
+        back = int(round(60.0 / spacing[1]))
+        i0, i1 = max(0, int(ci) - half_x), min(classes.shape[0], int(ci) + half_x)
+        j0, j1 = max(0, int(cj) - back), min(classes.shape[1], int(cj) + int(round(10.0 / spacing[1])))
+        zpad = int(round(3.0 / spacing[2]))
+        k0, k1 = max(0, z0 - zpad), min(classes.shape[2], z1 + 1 + zpad)
+        n_rib = int(rib[i0:i1, j0:j1, k0:k1].sum())
+        rib_ml = n_rib * float(np.prod(spacing)) / 1000.0
+        b.rib_bearing = rib_ml >= 0.3
+
+
+def assign_levels(
+    classes: np.ndarray, bodies: list[BodyInstance], spacing: tuple[float, float, float]
+) -> LevelAssignment:
+    """Give each body a level from the last-rib and sacrum anchors (or V1, V2, ... without)."""
+    n = len(bodies)
+    cues: list[str] = []
+    warnings: list[str] = []
+    anchor_rib: int | None = None  # index in bodies of T12
+    rib_flags = [b.rib_bearing for b in bodies]
+    if any(rib_flags):
+        last = max(i for i, f in enumerate(rib_flags) if f)
+        if last < n - 1 and not any(rib_flags[last + 1 :]):
+            anchor_rib = last
+            cues.append("last_rib")
+    anchor_sac: int | None = None  # index in bodies of L5
+    sac = classes == SegClass.SACRUM
+    if n and sac.any():
+        lowest = bodies[-1]
+        sac_top = int(np.where(sac.any(axis=(0, 1)))[0].max())
+        gap_mm = (lowest.z_range[0] - sac_top) * spacing[2]
+        if -15.0 <= gap_mm <= 25.0 and sac.sum() * np.prod(spacing) / 1000.0 > 5.0:
+            anchor_sac = n - 1
+            cues.append("sacrum")
+    ids: dict[int, int] = {}
+    if anchor_rib is not None and anchor_sac is not None:
+        lumbar = anchor_sac - anchor_rib
+        if lumbar == 5:
+            confidence = 1.0
+        else:
+            confidence = 0.6
+            warnings.append(
+                f"{lumbar} bodies between the last rib-bearing one and the sacrum (5 expected): "
+                "transitional anatomy suspected; levels counted from the last rib"
+            )
+        base = anchor_rib
+        base_name = "T12"
+    elif anchor_rib is not None:
+        base, base_name, confidence = anchor_rib, "T12", 0.8
+    elif anchor_sac is not None:
+        base, base_name, confidence = anchor_sac, "L5", 0.8
+    else:
+        for b in bodies:
+            ids[b.mask_label] = UNKNOWN_LEVEL_BASE + b.index
+        if bodies:
+            warnings.append(
+                "no last rib and no sacrum in view: vertebral levels cannot be determined "
+                "(bodies named V1, V2, ...)"
+            )
+        return LevelAssignment(ids, 0.0, cues, warnings)
+    pos = _ORDER.index(base_name)
+    for i, b in enumerate(bodies):
+        p = pos + (i - base)
+        if 0 <= p < len(_ORDER):
+            ids[b.mask_label] = name_to_id(_ORDER[p])
+        else:
+            # Below L5 (an L6) or above C1: keep the body, unnamed.
+            ids[b.mask_label] = UNKNOWN_LEVEL_BASE + b.index
+            warnings.append(
+                f"body {b.index} counts beyond the C1-L5 range from its anchor; reported as V{b.index}"
+            )
+    return LevelAssignment(ids, confidence, cues, warnings)

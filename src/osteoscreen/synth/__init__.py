@@ -1,0 +1,1 @@
+"""Synthetic CT cohorts with known BMD per vertebra."""

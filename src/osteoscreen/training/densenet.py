@@ -1,0 +1,199 @@
+"""Training of the DenseNet classifier (focal loss) and regressor (MSE) on vertebra crops."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.losses import FocalLoss
+
+from ..config import CATEGORIES, DEFAULT_CONFIG
+from ..networks import make_densenet
+from ..transforms import CropSpec
+from .common import TrainState, export_bundle, seed_everything, train_loop
+from .data import VertebraSample, augment_crop, prepare_vertebra_samples, read_cohort, split_cases
+
+__all__ = ["BMD_SCALE", "DEFAULT_CROP", "DENSENET_ARGS", "cohort_info", "train_densenet"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CROP = CropSpec()
+#: The regressor predicts BMD / BMD_SCALE (targets near 1 train better than near 100).
+BMD_SCALE = 100.0
+DENSENET_ARGS: dict[str, Any] = {
+    "init_features": 16,
+    "growth_rate": 12,
+    "block_config": [3, 4, 6],
+    "bn_size": 2,
+    "dropout_prob": 0.1,
+}
+
+
+def cohort_info(cohort: Path, n_rows: int) -> dict[str, Any]:
+    """What the bundle records about its training data (the generator's seed where known)."""
+    info: dict[str, Any] = {"path": str(cohort), "n_cases": n_rows}
+    params = Path(cohort).parent / "synth_params.json"
+    if params.exists():
+        p = json.loads(params.read_text())
+        info.update({"synthetic": True, "seed": p.get("seed"), "profile": p.get("profile"), "n": p.get("n")})
+    return info
+
+
+def _batches(samples: list[VertebraSample], spec: CropSpec, task: str, batch: int) -> Any:
+    thresholds = DEFAULT_CONFIG.thresholds
+    classes = np.array([thresholds.class_index(s.bmd) for s in samples])
+    # Balanced sampling over the three classes (focal loss handles what imbalance remains).
+    by_class = [np.where(classes == c)[0] for c in range(len(CATEGORIES))]
+    by_class = [b for b in by_class if len(b)]
+
+    def gen(rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            xs, ys = [], []
+            for _ in range(batch):
+                group = by_class[int(rng.integers(len(by_class)))]
+                s = samples[int(group[rng.integers(len(group))])]
+                x = augment_crop(s, spec, rng)
+                # Scanner variety the crop must not be fooled by: noise only (HU scale is the signal).
+                if rng.random() < 0.5:
+                    x = x + torch.randn_like(x) * float(rng.uniform(0, 25)) / spec.norm_scale
+                xs.append(x)
+                if task == "classifier":
+                    ys.append(torch.tensor(thresholds.class_index(s.bmd)))
+                else:
+                    ys.append(torch.tensor([s.bmd / BMD_SCALE], dtype=torch.float32))
+            yield torch.stack(xs), torch.stack(ys)
+
+    return gen
+
+
+def _evaluate(val_x: torch.Tensor, val_bmd: np.ndarray, task: str) -> Any:
+    thresholds = DEFAULT_CONFIG.thresholds
+    y_cls = np.array([thresholds.class_index(b) for b in val_bmd])
+
+    def run(model: torch.nn.Module) -> dict[str, float]:
+        outs = torch.cat([model(val_x[i : i + 32]) for i in range(0, len(val_x), 32)])
+        if task == "classifier":
+            from ..evaluation.metrics import classification_metrics
+
+            prob = torch.softmax(outs, dim=1).numpy()
+            m = classification_metrics(y_cls, prob, n_boot=0)
+            return {
+                "auc_macro": float(m["auc_macro"] or 0.0),
+                "accuracy": float(m["accuracy"]),
+                "f1": float(m["f1"]),
+            }
+        pred = outs[:, 0].numpy() * BMD_SCALE
+        err = pred - val_bmd
+        pred_cls = np.array([thresholds.class_index(b) for b in pred])
+        return {
+            "mae": float(np.abs(err).mean()),
+            "rmse": float(np.sqrt((err**2).mean())),
+            "accuracy": float((pred_cls == y_cls).mean()),
+        }
+
+    return run
+
+
+def train_densenet(
+    task: str,
+    cohort: Path,
+    out: Path,
+    *,
+    iterations: int = 800,
+    batch: int = 16,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    spec: CropSpec = DEFAULT_CROP,
+    resume: bool = True,
+    progress: bool = True,
+    time_limit_s: float | None = None,
+    max_cases: int | None = None,
+) -> TrainState:
+    """Train ``task`` ("classifier" or "regressor") and export ``out/densenet_<task>``."""
+    if task not in ("classifier", "regressor"):
+        raise ValueError(f"task must be 'classifier' or 'regressor', got {task!r}")
+    rows = read_cohort(cohort)
+    if max_cases:
+        rows = rows[:max_cases]
+    rng = seed_everything(seed)
+    train_rows, val_rows = split_cases(rows, val_fraction, seed)
+    cache = Path(out) / "cache"
+    from tqdm import tqdm
+
+    samples: dict[str, list[VertebraSample]] = {}
+    for r in tqdm(rows, desc="prepare vertebra crops", disable=not progress):
+        samples[r.case_id] = prepare_vertebra_samples(r, spec, cache)
+    tr = [s for r in train_rows for s in samples[r.case_id]]
+    va = [s for r in val_rows for s in samples[r.case_id]]
+    if not tr or not va:
+        raise ValueError(
+            f"cohort {cohort}: {len(tr)} training and {len(va)} validation vertebrae; both must be > 0"
+        )
+    val_x = torch.stack([augment_crop(s, spec, None) for s in va])
+    val_bmd = np.array([s.bmd for s in va])
+    n_out = len(CATEGORIES) if task == "classifier" else 1
+    model = make_densenet(n_out, **DENSENET_ARGS)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=iterations, pct_start=0.1)
+    if task == "classifier":
+        focal = FocalLoss(to_onehot_y=True, use_softmax=True, gamma=2.0)
+
+        def loss_fn(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return focal(pred, y[:, None])
+
+        def score(m: dict[str, float]) -> float:
+            return 0.5 * m["auc_macro"] + 0.25 * m["accuracy"] + 0.25 * m["f1"]
+    else:
+        mse = torch.nn.MSELoss()
+
+        def loss_fn(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return mse(pred, y)
+
+        def score(m: dict[str, float]) -> float:
+            # Combined: MAE in mg/cm3 and the category accuracy it implies.
+            return -m["mae"] / 10.0 + m["accuracy"]
+
+    name = f"densenet_{task}"
+    sdir = Path(out) / name
+    state = train_loop(
+        model=model,
+        optimizer=opt,
+        batches=_batches(tr, spec, task, batch),
+        loss_fn=loss_fn,
+        evaluate=_evaluate(val_x, val_bmd, task),
+        score=score,
+        out=sdir,
+        iterations=iterations,
+        rng=rng,
+        resume=resume,
+        desc=name,
+        progress=progress,
+        scheduler=sched,
+        time_limit_s=time_limit_s,
+    )
+    export_bundle(
+        sdir,
+        model,
+        name=name,
+        description=(
+            "DenseNet 3-class BMD category (normal, osteopenia, osteoporosis), focal loss"
+            if task == "classifier"
+            else f"DenseNet BMD regressor (mg/cm3 = output x {BMD_SCALE:g}), MSE"
+        ),
+        network={"_target_": "osteoscreen.networks.make_densenet", "out_channels": n_out, **DENSENET_ARGS},
+        inference={
+            **spec.to_dict(),
+            "output": {"classes": list(CATEGORIES)}
+            if task == "classifier"
+            else {"bmd_scale": BMD_SCALE, "unit": "mg/cm3"},
+        },
+        state=state,
+        cohort={**cohort_info(cohort, len(rows)), "n_train_vertebrae": len(tr), "n_val_vertebrae": len(va)},
+        example_input=torch.zeros(2, 1, *spec.crop_size),
+    )
+    return state

@@ -1,0 +1,104 @@
+"""``python -m osteoscreen.training.make_models``: regenerate the training cohort and retrain
+every shipped model from scratch into ``models/`` (what ``make models`` runs).
+
+Each bundle's metadata records the cohort (seed, size, profile), the iterations, the best
+checkpoint's validation metrics and the code version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from ..evaluation.run import HuRule, fit_hu_rule
+from ..synth.cohort import write_cohort
+from .data import prepare_vertebra_samples, read_cohort
+from .densenet import DEFAULT_CROP, train_densenet
+from .segmenter import train_segmenter
+
+log = logging.getLogger(__name__)
+
+SHIPPED = ("vbnet_coarse", "vbnet_fine", "densenet_classifier", "densenet_regressor")
+
+
+def _install(src: Path, dst: Path) -> None:
+    """Copy a trained bundle's configs and TorchScript model (not checkpoints or caches)."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "configs").mkdir(parents=True)
+    (tmp / "models").mkdir()
+    for f in ("metadata.json", "inference.json"):
+        shutil.copy2(src / "configs" / f, tmp / "configs" / f)
+    shutil.copy2(src / "models" / "model.ts", tmp / "models" / "model.ts")
+    if (src / "history.json").exists():
+        shutil.copy2(src / "history.json", tmp / "history.json")
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+def fit_hu_rule_on_cohort(cohort: Path, cache: Path) -> HuRule:
+    """The baseline: BMD = a * HU + b over the reference trabecular ROIs of a cohort."""
+    hu, bmd = [], []
+    for row in read_cohort(cohort):
+        for s in prepare_vertebra_samples(row, DEFAULT_CROP, cache):
+            hu.append(s.roi_hu_mean)
+            bmd.append(s.bmd)
+    return fit_hu_rule(hu, bmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--work", type=Path, default=Path("build/models"), help="cohort, caches and checkpoints")
+    p.add_argument("--models", type=Path, default=Path("models"), help="where the shipped bundles go")
+    p.add_argument("--n", type=int, default=80, help="training cohort size")
+    p.add_argument("--seed", type=int, default=1, help="training cohort seed")
+    p.add_argument("--seg-iterations", type=int, nargs=2, default=(600, 2000), metavar=("COARSE", "FINE"))
+    p.add_argument("--reg-iterations", type=int, default=1500)
+    p.add_argument("--cls-iterations", type=int, default=1000)
+    p.add_argument("--fresh", action="store_true", help="delete checkpoints first (a from-scratch run)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    cohort_dir = a.work / "cohort"
+    cohort = cohort_dir / "cohort.csv"
+    params = cohort_dir / "synth_params.json"
+    fresh_cohort = True
+    if cohort.exists() and params.exists():
+        p_ = json.loads(params.read_text())
+        fresh_cohort = not (p_.get("n") == a.n and p_.get("seed") == a.seed and p_.get("profile") == "train")
+    if fresh_cohort:
+        shutil.rmtree(cohort_dir, ignore_errors=True)
+        write_cohort(cohort_dir, a.n, a.seed, "train", dicom_share=0.0)
+    timings = {"synth_s": round(time.perf_counter() - t0, 1)}
+    runs = a.work / "runs"
+    if a.fresh:
+        shutil.rmtree(runs, ignore_errors=True)
+    for stage, its in zip(("coarse", "fine"), a.seg_iterations):
+        t = time.perf_counter()
+        train_segmenter(cohort, runs, stage=stage, iterations=its, seed=0)
+        timings[f"vbnet_{stage}_s"] = round(time.perf_counter() - t, 1)
+    for task, its in (("regressor", a.reg_iterations), ("classifier", a.cls_iterations)):
+        t = time.perf_counter()
+        train_densenet(task, cohort, runs, iterations=its, seed=0)
+        timings[f"densenet_{task}_s"] = round(time.perf_counter() - t, 1)
+    a.models.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED:
+        _install(runs / name, a.models / name)
+    rule = fit_hu_rule_on_cohort(cohort, runs / "cache")
+    (a.models / "hu_rule.json").write_text(
+        json.dumps({**rule.to_dict(), "cohort": {"n": a.n, "seed": a.seed}}, indent=2)
+    )
+    timings["total_s"] = round(time.perf_counter() - t0, 1)
+    (a.models / "TRAINING.json").write_text(
+        json.dumps({"cohort": {"n": a.n, "seed": a.seed}, "timings": timings}, indent=2)
+    )
+    print(json.dumps(timings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from osteoscreen.io.volume import Volume
+from osteoscreen.roi.trabecular import erosion_steps, roi_extent, trabecular_roi
+from osteoscreen.transforms import CropSpec, extract_crop, normalize_hu, resample, rotation_matrix
+
+
+def test_erosion_steps_in_mm() -> None:
+    assert erosion_steps((3.0, 3.0, 3.0), 3.0) == (1, 1, 1)
+    assert erosion_steps((1.0, 1.0, 1.0), 3.0) == (3, 3, 3)
+    assert erosion_steps((0.7, 0.7, 2.5), 3.0) == (5, 5, 2)
+    with pytest.raises(ValueError, match="depth_mm"):
+        erosion_steps((1, 1, 1), 0)
+
+
+def test_trabecular_roi_of_a_box_is_anisotropic() -> None:
+    body = np.zeros((30, 30, 12), dtype=bool)
+    body[5:25, 5:25, 2:10] = True  # 20 x 20 x 8 voxels
+    roi = trabecular_roi(body, (1.0, 1.0, 2.0), 3.0)
+    # 3 voxels off each side in x / y, 2 voxels (4 mm >= 3 mm) in z.
+    assert roi.sum() == 14 * 14 * 4
+    assert roi[8:22, 8:22, 4:8].all()
+
+
+def test_roi_is_a_cross_not_a_box_erosion() -> None:
+    """Six directions along the axes: a voxel near a corner stays if each axis line is inside."""
+    body = np.zeros((9, 9, 9), dtype=bool)
+    body[1:8, 1:8, 1:8] = True
+    body[1, 1, 1] = False  # a missing corner removes no axis neighbour of the centre region
+    roi = trabecular_roi(body, (1.0, 1.0, 1.0), 1.0)
+    assert roi.sum() == 5 * 5 * 5
+
+
+def test_roi_extent() -> None:
+    roi = np.zeros((10, 10, 10), dtype=bool)
+    roi[2:6, 3:5, 4:5] = True
+    aff = np.diag([2.0, 1.0, 3.0, 1.0])
+    aff[:3, 3] = (10, 20, 30)
+    centre, size = roi_extent(roi, aff)
+    assert centre == pytest.approx((10 + 3.5 * 2, 20 + 3.5, 30 + 4 * 3))
+    assert size == pytest.approx((8.0, 2.0, 3.0))
+
+
+def test_resample_shape_and_mean() -> None:
+    arr = np.random.default_rng(0).normal(100, 10, size=(60, 50, 40)).astype(np.float32)
+    out = resample(arr, (0.5, 0.5, 1.0), (2.0, 2.0, 2.0))
+    assert tuple(out.shape) == (1, 1, 15, 12, 20)
+    assert float(out.mean()) == pytest.approx(100, abs=1)
+    assert float(normalize_hu(torch.tensor([-5000.0, 1000.0]))[0]) == -1.0
+
+
+def _ball_volume(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+    # A ball of 300 HU at (5, -3, 8) mm plus a gradient along x, in water.
+    d = np.linalg.norm(xyz - np.array([5.0, -3.0, 8.0]), axis=-1)
+    return np.where(d < 10, 300.0, 0.0) + xyz[..., 0]
+
+
+def test_crop_is_orientation_independent() -> None:
+    ras = np.diag([1.0, 1.0, 2.0, 1.0])
+    ras[:3, 3] = (-30, -30, -30)
+    vol = Volume(_ball_volume(ras, (60, 60, 30)).astype(np.float32), ras)
+    # The same voxels stored LPS + slices reversed (as DICOM would give them).
+    arr = vol.array[::-1, ::-1, ::-1].copy()
+    flip = np.diag([-1.0, -1.0, -1.0, 1.0])
+    flip[:3, 3] = np.array(vol.shape) - 1
+    lps_aff = ras @ flip
+    other = Volume(arr, lps_aff)
+    spec = CropSpec(crop_size=(16, 16, 8), spacing=(1.5, 1.5, 1.5))
+    a = extract_crop(vol.array, vol.affine, (5.0, -3.0, 8.0), spec)
+    b = extract_crop(other.array, other.affine, (5.0, -3.0, 8.0), spec)
+    assert a.shape == (1, 16, 16, 8)
+    assert torch.allclose(a, b, atol=1e-4)
+    # Centre of the ball: 300 HU + x (5 mm) normalised.
+    centre = float(a[0, 7:9, 7:9, 3:5].mean())
+    assert centre == pytest.approx((305 - spec.norm_center) / spec.norm_scale, abs=0.02)
+
+
+def test_crop_rotation_and_outside_reads_air() -> None:
+    aff = np.eye(4)
+    vol = np.full((20, 20, 20), 50.0, dtype=np.float32)
+    spec = CropSpec(crop_size=(8, 8, 8), spacing=(1.0, 1.0, 1.0))
+    far = extract_crop(vol, aff, (500.0, 500.0, 500.0), spec)
+    assert float(far.max()) == pytest.approx((spec.clip[0] - spec.norm_center) / spec.norm_scale)
+    rot = extract_crop(vol, aff, (10.0, 10.0, 10.0), spec, rotation=rotation_matrix((10, 0, 5)))
+    assert float(rot.mean()) == pytest.approx((50 - spec.norm_center) / spec.norm_scale, abs=1e-4)
+
+
+def test_canonical_round_trip() -> None:
+    aff = np.array([[0, 0, -2.0, 10], [-1.0, 0, 0, 5], [0, -1.5, 0, 7], [0, 0, 0, 1]])
+    arr = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    view = Volume(arr, aff).canonical()
+    c = view.volume
+    # Canonical is RAS: a diagonal-positive affine, and the same world position per voxel value.
+    assert np.all(np.diag(c.affine)[:3] > 0)
+    idx = np.argwhere(c.array == 17.0)[0]
+    src = np.argwhere(arr == 17.0)[0]
+    assert np.allclose(c.affine[:3, :3] @ idx + c.affine[:3, 3], aff[:3, :3] @ src + aff[:3, 3])
+    assert np.array_equal(view.to_original(c.array), arr)

@@ -300,6 +300,24 @@ def _classes_from_tissue(t: np.ndarray) -> np.ndarray:
     return np.asarray(lut[t])
 
 
+def write_case_dicom(case: SynthCase, ddir: Path, *, patient_id: str, patient_name: str) -> list[Path]:
+    """A case's CT as a DICOM series, with its scanner parameters in the headers."""
+    from ..io.dicom_write import write_ct_series
+
+    spec = case.spec
+    return write_ct_series(
+        case.volume,
+        ddir,
+        patient_id=patient_id,
+        patient_name=patient_name,
+        series_description=f"{spec.protocol} {spec.scan.kernel} {spec.slice_spacing:g}mm (synthetic)",
+        kvp=spec.scan.kvp,
+        kernel=spec.scan.kernel.upper(),
+        manufacturer=f"osteoscreen-synth {spec.scan.scanner}",
+        slice_thickness=spec.slice_spacing,
+    )
+
+
 def _write_case(out: Path, spec: CaseSpec) -> dict[str, Any]:
     case = generate_case(spec)
     cdir = out / "cases" / spec.case_id
@@ -310,19 +328,9 @@ def _write_case(out: Path, spec: CaseSpec) -> dict[str, Any]:
     nib.save(nib.Nifti1Image(case.classes.astype(np.uint8), aff), cdir / "classes.nii.gz")
     dicom_dir = ""
     if spec.write_dicom:
-        from ..io.dicom_write import write_ct_series
-
         ddir = cdir / "dicom"
-        write_ct_series(
-            case.volume,
-            ddir,
-            patient_id=f"SYN-{spec.case_id}",
-            patient_name=f"Synthetic^{spec.case_id}",
-            series_description=f"{spec.protocol} {spec.scan.kernel} {spec.slice_spacing:g}mm",
-            kvp=spec.scan.kvp,
-            kernel=spec.scan.kernel.upper(),
-            manufacturer=f"osteoscreen-synth {spec.scan.scanner}",
-            slice_thickness=spec.slice_spacing,
+        write_case_dicom(
+            case, ddir, patient_id=f"SYN-{spec.case_id}", patient_name=f"Synthetic^{spec.case_id}"
         )
         dicom_dir = str(ddir.relative_to(out))
     row: dict[str, Any] = {

@@ -11,8 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..io.dicom_write import write_ct_series
-from .cohort import generate_case, sample_case
+from .cohort import generate_case, sample_case, write_case_dicom
 
 __all__ = ["write_example"]
 
@@ -48,17 +47,7 @@ def write_example(
     case = generate_case(spec)
     out = Path(out)
     ddir = out / "dicom"
-    write_ct_series(
-        case.volume,
-        ddir,
-        patient_id=f"OSTEO-DEMO-{seed}",
-        patient_name=f"Demo^Synthetic^{seed}",
-        series_description=f"{spec.protocol} {spec.scan.kernel} {spec.slice_spacing:g}mm (synthetic)",
-        kvp=spec.scan.kvp,
-        kernel=spec.scan.kernel.upper(),
-        manufacturer=f"osteoscreen-synth {spec.scan.scanner}",
-        slice_thickness=spec.slice_spacing,
-    )
+    write_case_dicom(case, ddir, patient_id=f"OSTEO-DEMO-{seed}", patient_name=f"Demo^Synthetic^{seed}")
     truth = {
         "seed": seed,
         "protocol": spec.protocol,

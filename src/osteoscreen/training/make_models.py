@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=Path, default=Path("models"), help="where the shipped bundles go")
     p.add_argument("--n", type=int, default=80, help="training cohort size")
     p.add_argument("--seed", type=int, default=1, help="training cohort seed")
-    p.add_argument("--seg-iterations", type=int, nargs=2, default=(600, 2000), metavar=("COARSE", "FINE"))
+    p.add_argument("--seg-iterations", type=int, nargs=2, default=(800, 3000), metavar=("COARSE", "FINE"))
     p.add_argument("--reg-iterations", type=int, default=1500)
     p.add_argument("--cls-iterations", type=int, default=1000)
-    p.add_argument("--fresh", action="store_true", help="delete checkpoints first (a from-scratch run)")
+    p.add_argument("--fresh", action="store_true", help="delete checkpoints first (a from-scratch run; caches kept)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     timings = {"synth_s": round(time.perf_counter() - t0, 1)}
     runs = a.work / "runs"
     if a.fresh:
-        shutil.rmtree(runs, ignore_errors=True)
+        # From scratch: drop checkpoints; the sample cache is derived from the cohort and kept.
+        for name in SHIPPED:
+            shutil.rmtree(runs / name, ignore_errors=True)
     for stage, its in zip(("coarse", "fine"), a.seg_iterations):
         t = time.perf_counter()
         train_segmenter(cohort, runs, stage=stage, iterations=its, seed=0)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from osteoscreen.config import DEFAULT_CONFIG
+from osteoscreen.labels import name_to_id
+from osteoscreen.pipeline import patient_result, protocol_guess
+from osteoscreen.results import RoiMeasurement, VertebraResult
+from osteoscreen.roi.measure import height_ratio, measure_body
+
+
+def _vert(
+    name: str, bmd: float, excluded: bool = False, probs: tuple[float, float, float] = (0.6, 0.3, 0.1)
+) -> VertebraResult:
+    roi = RoiMeasurement(name_to_id(name), name, 100, 200, 100.0, 100.0, 10.0, (0, 0, 0), (10, 10, 10), 1.0)
+    return VertebraResult(
+        roi=roi,
+        bmd_mg_cm3=bmd,
+        category=DEFAULT_CONFIG.thresholds.categorize(bmd),
+        probabilities=dict(zip(("normal", "osteopenia", "osteoporosis"), probs)),
+        excluded=excluded,
+    )
+
+
+def test_patient_uses_the_protocol_levels_and_leaves_out_excluded() -> None:
+    vs = [
+        _vert("T12", 150),
+        _vert("L1", 130),
+        _vert("L2", 90, excluded=True),
+        _vert("L3", 110),
+        _vert("L4", 10),
+    ]
+    p, warnings = patient_result(vs, DEFAULT_CONFIG, "abdomen")
+    assert p.levels_used == ["L1", "L3"]
+    assert p.bmd_mg_cm3 == pytest.approx(120.0)
+    assert p.category == "osteopenia"
+    assert p.classifier_category == "normal" and p.agreement is False
+    assert p.excluded_levels == ["L2"]
+    assert not warnings
+    p, _ = patient_result(vs, DEFAULT_CONFIG, "chest")
+    assert p.levels_used == ["T12", "L1"]
+
+
+def test_patient_falls_back_and_says_so() -> None:
+    vs = [_vert("V1", 50), _vert("V2", 60), _vert("V3", 70), _vert("V4", 80)]
+    p, warnings = patient_result(vs, DEFAULT_CONFIG, "abdomen")
+    assert p.levels_used == ["V2", "V3", "V4"]
+    assert warnings and "could be used" in warnings[0]
+    p, warnings = patient_result([_vert("L1", 50, excluded=True)], DEFAULT_CONFIG, "abdomen")
+    assert p.bmd_mg_cm3 is None and warnings
+
+
+def test_protocol_guess() -> None:
+    assert protocol_guess({"series_description": "CHEST W/O 1.25mm"}, ["L3"]) == "chest"
+    assert protocol_guess({"series_description": "ABD/PELVIS PV"}, []) == "abdomen"
+    assert protocol_guess({}, ["T12", "L1", "L2", "L3"]) == "abdomen"
+    assert protocol_guess({}, ["T11", "T12", "L1"]) == "chest"
+
+
+def _box_body(shape: tuple[int, int, int] = (40, 40, 40)) -> np.ndarray:
+    body = np.zeros(shape, dtype=bool)
+    body[10:30, 10:30, 10:30] = True
+    return body
+
+
+def test_measure_removes_a_bone_island_and_flags_metal() -> None:
+    body = _box_body()
+    hu = np.full(body.shape, 150.0, dtype=np.float32)
+    hu[18:21, 18:21, 18:21] = 900.0  # a bone island
+    m, roi = measure_body(hu, body, np.eye(4), (1.0, 1.0, 1.0), 20, DEFAULT_CONFIG)
+    assert "bone_island_removed" in m.flags
+    assert m.hu_mean == pytest.approx(150.0)
+    hu[8:10, 19:22, 19:22] = 3000.0  # a screw tip next to the body
+    m, _ = measure_body(hu, body, np.eye(4), (1.0, 1.0, 1.0), 20, DEFAULT_CONFIG)
+    assert "metal" in m.flags
+
+
+def test_height_ratio_sees_a_wedge() -> None:
+    body = _box_body()
+    assert height_ratio(body, (1.0, 1.0, 1.0)) == pytest.approx(1.0)
+    wedge = body.copy()
+    wedge[:, 24:30, 20:30] = False  # the anterior third (high j in RAS) lost half its height
+    assert height_ratio(wedge, (1.0, 1.0, 1.0)) < 0.8
+    m, _ = measure_body(
+        np.full(body.shape, 100.0, np.float32), wedge, np.eye(4), (1.0, 1.0, 1.0), 20, DEFAULT_CONFIG
+    )
+    assert "fracture_suspected" in m.flags

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seg-iterations", type=int, nargs=2, default=(800, 3000), metavar=("COARSE", "FINE"))
     p.add_argument("--reg-iterations", type=int, default=1500)
     p.add_argument("--cls-iterations", type=int, default=1000)
-    p.add_argument("--fresh", action="store_true", help="delete checkpoints first (a from-scratch run; caches kept)")
+    p.add_argument("--fresh", action="store_true", help="drop checkpoints first (caches kept)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()

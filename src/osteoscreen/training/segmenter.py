@@ -191,7 +191,12 @@ def train_segmenter(
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=iterations, pct_start=0.15)
         # Batch Dice: a patch without ribs or sacrum does not punish those classes.
         loss = DiceCELoss(
-            to_onehot_y=True, softmax=True, include_background=False, batch=True, lambda_ce=1.0, lambda_dice=1.0
+            to_onehot_y=True,
+            softmax=True,
+            include_background=False,
+            batch=True,
+            lambda_ce=1.0,
+            lambda_dice=1.0,
         )
         sdir = Path(out) / cfg.name
         state = train_loop(

@@ -10,7 +10,7 @@ OUT ?= out
 # CUDA runtime library from the nvidia-cuda-runtime wheel.
 RUN := ulimit -s 32768 2>/dev/null || true;
 
-.PHONY: install demo test lint typecheck unit models bench example system-deps lock clean
+.PHONY: install demo test lint typecheck unit models bench example system-deps lock clean map map-test
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -55,3 +55,18 @@ lock:
 
 clean:
 	rm -rf $(OUT) build .pytest_cache .mypy_cache .ruff_cache
+
+## The MONAI Application Package (README "Package as a MAP"). `make map` builds the image with a
+## local Docker engine (installing docker.io, starting a private dockerd and making a Debian base
+## image by debootstrap where needed); `make map-test` runs it on a generated demo study.
+## Both stop what they started. MAP_MODELS=DIR packages another models folder.
+MAP_IMAGE ?= osteoscreen-map:0.1.0
+MAP_MODELS ?= models
+MAP_ENV = MAP_IMAGE=$(MAP_IMAGE) MAP_MODELS=$(MAP_MODELS) MAP_VENV=$(VENV)
+
+
+map:
+	$(MAP_ENV) deploy/map.sh build
+
+map-test: $(STAMP)
+	$(MAP_ENV) deploy/map.sh test

@@ -42,9 +42,10 @@ def normalize_hu(
 
 
 def _as_5d(array: np.ndarray | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(array)
-    if t.dtype != torch.float32:
-        t = t.float()
+    if isinstance(array, np.ndarray):
+        # Canonical views may have negative strides; torch needs a plain float32 block.
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    t = array if array.dtype == torch.float32 else array.float()
     return t[None, None]
 
 
@@ -160,6 +161,14 @@ def extract_crop(
     pts = pts + np.asarray(center_mm, dtype=np.float64) + np.asarray(translation_mm, dtype=np.float64)
     inv = np.linalg.inv(affine)
     ijk = pts @ inv[:3, :3].T + inv[:3, 3]
+    # Only the block of voxels the crop touches is normalised and sampled (volumes are large).
+    full = np.asarray(volume.shape[-3:])
+    lo = np.clip(np.floor(ijk.min(axis=0)).astype(int) - 1, 0, full)
+    hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 2, 0, full)
+    if np.any(hi <= lo):  # entirely outside: a crop of air
+        lo, hi = np.zeros(3, dtype=int), np.minimum(full, 1)
+    volume = volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    ijk = ijk - lo
     shape = np.asarray(volume.shape[-3:], dtype=np.float64)
     # grid_sample wants (x, y, z) = (last, middle, first) dims normalised to [-1, 1].
     norm = (ijk + 0.5) / shape * 2.0 - 1.0

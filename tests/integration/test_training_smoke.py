@@ -45,3 +45,24 @@ def test_train_all_models_and_load_them(tiny_cohort: Path, tmp_path: Path) -> No
     # Resuming continues from the last checkpoint instead of starting over.
     st = train_densenet("regressor", tiny_cohort, tmp_path, iterations=4, batch=2, progress=False)
     assert st.iteration == 4 and [h["iteration"] for h in st.history] == [2, 4]
+
+
+def test_evaluate_writes_the_study_outputs(tiny_cohort: Path, tmp_path: Path) -> None:
+    from osteoscreen.evaluation.run import evaluate_cohort
+    from osteoscreen.training.make_models import fit_hu_rule_on_cohort
+
+    train_segmenter(tiny_cohort, tmp_path, iterations=1, progress=False)
+    for task in ("classifier", "regressor"):
+        train_densenet(task, tiny_cohort, tmp_path, iterations=1, batch=2, progress=False)
+    rule = fit_hu_rule_on_cohort(tiny_cohort, tmp_path / "cache")
+    assert 0.3 < rule.slope < 2.0  # mg/cm3 per HU: the generator's calibration is about 0.8
+    (tmp_path / "hu_rule.json").write_text(json.dumps(rule.to_dict()))
+    out = tmp_path / "eval"
+    m = evaluate_cohort(tiny_cohort, tmp_path, out, n_boot=20, progress=False)
+    assert m["n_cases"] == 3
+    saved = json.loads((out / "metrics.json").read_text())
+    ref = saved["baselines"]["reference_segmentation"]
+    assert ref["n_patients"] == 3
+    assert {"mae", "rmse", "r2", "pearson_r", "p_value", "bland_altman"} <= set(ref["regression"])
+    assert "auc_macro" in ref["classification"]
+    assert (out / "cases.csv").is_file()

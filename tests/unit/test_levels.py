@@ -72,3 +72,16 @@ def test_ribs_to_the_end_of_the_scan_are_not_an_anchor() -> None:
     _, bodies = find_bodies(cls, SP)
     la = assign_levels(cls, bodies, SP)
     assert la.confidence == 0.0
+
+
+def test_bodies_joined_by_a_missed_disc_are_split() -> None:
+    cls = _column(5, [False] * 5, sacrum=True)
+    # The disc between the first two bodies was missed: body voxels join them (a narrower neck).
+    ks = np.where((cls == SegClass.DISC).any(axis=(0, 1)))[0]
+    top_disc = ks.max()
+    neck = cls[:, :, top_disc - 1 : top_disc + 1]
+    neck[27:33, 22:28][neck[27:33, 22:28] == SegClass.DISC] = SegClass.BODY
+    _, bodies = find_bodies(cls, SP)
+    assert len(bodies) == 5
+    la = assign_levels(cls, bodies, SP)
+    assert [la.ids[b.mask_label] for b in bodies] == [name_to_id(n) for n in ("L1", "L2", "L3", "L4", "L5")]

@@ -66,9 +66,13 @@ class Volume:
         ornt = io_orientation(self.affine)
         target = axcodes2ornt(("R", "A", "S"))
         tf = ornt_transform(ornt, target)
+        if np.array_equal(tf, [[0, 1], [1, 1], [2, 1]]):
+            # Already RAS: no copy (a 512 x 512 x 1000 volume is 1 GB).
+            return CanonicalView(self, tf, self.shape)
+        # A view with permuted / negative strides; stages copy what they need.
         arr = nib.orientations.apply_orientation(self.array, tf)
         aff = self.affine @ inv_ornt_aff(tf, self.array.shape)
-        return CanonicalView(replace(self, array=np.ascontiguousarray(arr), affine=aff), tf, self.shape)
+        return CanonicalView(replace(self, array=arr, affine=aff), tf, self.shape)
 
 
 @dataclass
@@ -81,8 +85,7 @@ class CanonicalView:
 
     def to_original(self, array: np.ndarray) -> np.ndarray:
         """Map an array on the canonical grid back to the input grid (exact, no resampling)."""
-        out = nib.orientations.apply_orientation(array, _inverse(self.transform))
-        return np.ascontiguousarray(out)
+        return np.asarray(nib.orientations.apply_orientation(array, _inverse(self.transform)))
 
 
 def _inverse(tf: np.ndarray) -> np.ndarray:

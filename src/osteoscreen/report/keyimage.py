@@ -163,13 +163,17 @@ class _Plane:
     k_hi: int
     spacing_col: float
     spacing_k: float
+    #: Coronal only: the j index per slice k (k_lo..k_hi), following the spine's curvature.
+    curve: np.ndarray | None = None
 
     def cut(self, a: np.ndarray) -> np.ndarray:
-        s = (
-            a[self.index, self.lo : self.hi, self.k_lo : self.k_hi]
-            if self.axis == 0
-            else (a[self.lo : self.hi, self.index, self.k_lo : self.k_hi])
-        )
+        if self.axis == 0:
+            s = a[self.index, self.lo : self.hi, self.k_lo : self.k_hi]
+        elif self.curve is not None:
+            ks = np.arange(self.k_lo, self.k_hi)
+            s = a[self.lo : self.hi][:, self.curve, ks]
+        else:
+            s = a[self.lo : self.hi, self.index, self.k_lo : self.k_hi]
         # Flip both: anterior (high j) / patient right (high i) left, superior (high k) top.
         return np.ascontiguousarray(s[::-1, ::-1].T)
 
@@ -234,8 +238,30 @@ def _planes(volume: Volume, labels: np.ndarray, centres: dict[int, np.ndarray]) 
         lo_idx, hi_idx = np.zeros(3, dtype=int), shape.astype(int)
     lo, hi = [int(v) for v in lo_idx], [int(v) for v in hi_idx]
     sag = _Plane("Sagittal", 0, int(c[0]), lo[1], hi[1], lo[2], hi[2], sp[1], sp[2])
-    cor = _Plane("Coronal", 1, int(c[1]), lo[0], hi[0], lo[2], hi[2], sp[0], sp[2])
+    curve = _spine_curve(labels, lo[2], hi[2])
+    cor = _Plane("Coronal", 1, int(c[1]), lo[0], hi[0], lo[2], hi[2], sp[0], sp[2], curve)
     return sag, cor
+
+
+def _spine_curve(labels: np.ndarray, k_lo: int, k_hi: int) -> np.ndarray | None:
+    """Antero-posterior centre of the bodies per slice, smoothed: a curved coronal plane.
+
+    With lordosis and kyphosis one flat coronal slice misses the upper or lower bodies; this
+    plane follows the column so every body is cut through its middle.
+    """
+    ks = np.arange(k_lo, k_hi)
+    js = np.full(len(ks), np.nan)
+    for n, k in enumerate(ks):
+        jj = np.nonzero(labels[:, :, k].any(axis=0))[0]
+        if jj.size:
+            js[n] = 0.5 * (jj.min() + jj.max())
+    ok = ~np.isnan(js)
+    if ok.sum() < 2:
+        return None
+    js = np.interp(ks, ks[ok], js[ok])
+    width = max(3, len(ks) // 20)
+    js = np.convolve(np.pad(js, width, mode="edge"), np.ones(2 * width + 1) / (2 * width + 1), mode="valid")
+    return np.clip(np.round(js), 0, labels.shape[1] - 1).astype(int)
 
 
 def _fmt(v: VertebraResult) -> str:
@@ -286,7 +312,7 @@ def _figure(
         fontsize=_FONT,
         loc="left",
     )
-    ax_cor.set_title("Coronal", color="white", fontsize=_FONT, loc="left")
+    ax_cor.set_title("Coronal (curved along the spine)", color="white", fontsize=_FONT, loc="left")
 
     _header(fig, result, volume, margin_in, height_in)
     _side_panel(fig, result, side_x / _WIDTH_IN, 1 - top / height_in)
@@ -523,8 +549,10 @@ def _side_panel(fig: Figure, result: ScreeningResult, x: float, y: float) -> Non
         colour = "#888888" if v.excluded else CATEGORY_COLOURS.get(v.category or "", "white")
         lines.append((f"{v.label:<5} {v.roi.hu_mean:5.0f} {bmd}    {v.category or 'n/a'}", colour))
         if v.excluded or v.roi.flags:
-            why = ", ".join(v.roi.flags) or "not used"
-            lines.append((f"      {'excluded: ' if v.excluded else ''}{why}", "#ff9966"))
+            why = ", ".join(f.replace("_", " ") for f in v.roi.flags) or "not used"
+            text = f"{'excluded: ' if v.excluded else ''}{why}"
+            for part in textwrap.wrap(text, 34, max_lines=2, placeholder=" ..."):
+                lines.append((f"      {part}", "#ff9966"))
     lines.append(("", "white"))
     lines.append(("HU: trabecular ROI mean (dashed)", "#bbbbbb"))
     lines.append(("BMD in mg/cm³", "#bbbbbb"))

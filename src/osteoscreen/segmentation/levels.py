@@ -64,6 +64,8 @@ def find_bodies(
     body = classes == SegClass.BODY
     voxel_ml = float(np.prod(spacing)) / 1000.0
     lab, n = ndimage.label(body)
+    if n >= 2:
+        lab, n = _split_merged(lab, n, spacing, voxel_ml, min_volume_ml)
     if n == 0:
         return lab.astype(np.int32), []
     objs = ndimage.find_objects(lab)
@@ -86,6 +88,48 @@ def find_bodies(
     inst = keep[lab]
     _mark_rib_bearing(classes, inst, bodies, spacing)
     return inst, bodies
+
+
+def _split_merged(
+    lab: np.ndarray, n: int, spacing: tuple[float, float, float], voxel_ml: float, min_volume_ml: float
+) -> tuple[np.ndarray, int]:
+    """Cut components that span several body heights at their narrowest slices (missed discs).
+
+    A component much taller than the median body is two or more bodies joined where the disc
+    was not found; the cross-section is smallest at the joint, so the cut goes there.
+    """
+    objs = ndimage.find_objects(lab)
+    sizes = ndimage.sum_labels(lab > 0, lab, index=np.arange(1, n + 1))
+    heights = np.array([(o[2].stop - o[2].start) * spacing[2] for o in objs])
+    big = sizes * voxel_ml >= min_volume_ml
+    if big.sum() < 2:
+        return lab, n
+    med = float(np.median(heights[big]))
+    cut = False
+    for i, o in enumerate(objs):
+        pieces = int(round(heights[i] / med)) if med > 0 else 1
+        if not big[i] or heights[i] < 1.6 * med or pieces < 2:
+            continue
+        comp = lab[o] == i + 1
+        area = comp.sum(axis=(0, 1)).astype(float)
+        nz = len(area)
+        gap = max(1, int(round(0.6 * med / spacing[2])))
+        edge = max(1, int(round(0.3 * med / spacing[2])))
+        order = np.argsort(area[edge : nz - edge]) + edge
+        chosen: list[int] = []
+        for k in order:
+            if all(abs(int(k) - c) >= gap for c in chosen):
+                chosen.append(int(k))
+            if len(chosen) == pieces - 1:
+                break
+        for k in chosen:
+            sub = lab[o]
+            sub[:, :, k][comp[:, :, k]] = 0
+            cut = True
+    if not cut:
+        return lab, n
+    new, m = ndimage.label(lab > 0)
+    return new, int(m)
 
 
 def _mark_rib_bearing(

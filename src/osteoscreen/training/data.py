@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ..config import DEFAULT_CONFIG
 from ..io.volume import Volume, read_nifti
 from ..labels import id_to_name
-from ..roi.trabecular import roi_extent, trabecular_roi
+from ..roi.measure import measure_body
 from ..segmentation.spine_box import spine_box_from_classes
 from ..transforms import CropSpec, extract_crop, resample, resample_labels
 
@@ -92,6 +98,28 @@ def read_cohort(path: Path) -> list[CohortRow]:
     return rows
 
 
+def prepare_all(
+    fn: Callable[[CohortRow], Any], rows: list[CohortRow], desc: str, progress: bool = True
+) -> list[Any]:
+    """``fn`` over every row, in worker processes (reading and resampling CT is the slow part)."""
+    from tqdm import tqdm
+
+    workers = min(len(rows), os.cpu_count() or 1)
+    with tqdm(total=len(rows), desc=desc, disable=not progress) as bar:
+        if workers <= 1:
+            out = []
+            for r in rows:
+                out.append(fn(r))
+                bar.update()
+            return out
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = []
+            for res in pool.map(fn, rows):
+                results.append(res)
+                bar.update()
+            return results
+
+
 def split_cases(
     rows: list[CohortRow], val_fraction: float, seed: int
 ) -> tuple[list[CohortRow], list[CohortRow]]:
@@ -119,9 +147,10 @@ class SegSample:
 
 
 def prepare_seg_sample(
-    row: CohortRow, coarse_spacing: float, fine_spacing: float, cache: Path, rng: np.random.Generator
+    row: CohortRow, coarse_spacing: float, fine_spacing: float, cache: Path, seed: int
 ) -> SegSample:
-    """Resample a case for both segmenter stages (cached)."""
+    """Resample a case for both segmenter stages (cached; the box jitter is seeded per case)."""
+    rng = np.random.default_rng([seed, zlib.crc32(row.case_id.encode())])
     f = cache / f"seg_{row.case_id}_{coarse_spacing:g}_{fine_spacing:g}.npz"
     if f.exists():
         d = np.load(f)
@@ -204,25 +233,27 @@ def prepare_vertebra_samples(
     vol = _load_canonical(row.image)
     lab = _load_canonical(row.label).array.astype(np.int16)
     out: list[VertebraSample] = []
+    boxes = ndimage.find_objects(np.clip(lab, 0, 100))
     for vid in np.unique(lab):
-        if vid <= 0 or vid > 100:
+        if vid <= 0 or vid > 100 or boxes[vid - 1] is None:
             continue
         name = id_to_name(int(vid))
         if name not in row.bmd or name in row.excluded:
             continue
-        body = lab == vid
+        box = boxes[vid - 1]
         # Skip bodies cut by the scan's edge: their truth is fine but the image is not.
-        zs = np.where(body.any(axis=(0, 1)))[0]
-        if zs.min() == 0 or zs.max() == lab.shape[2] - 1:
+        if box[2].start == 0 or box[2].stop == lab.shape[2]:
             continue
-        roi = trabecular_roi(body, vol.spacing, DEFAULT_CONFIG.erosion_mm)
-        if roi.sum() < DEFAULT_CONFIG.min_roi_voxels:
+        # The same measurement as the pipeline's (ROI, QC, centre), on the reference body.
+        m, _ = measure_body(vol.array, lab == vid, vol.affine, vol.spacing, int(vid), DEFAULT_CONFIG)
+        if m.roi_voxels < DEFAULT_CONFIG.min_roi_voxels or "central_core_roi" in m.flags:
             continue
-        centre, _ = roi_extent(roi, vol.affine)
-        crop = extract_crop(vol.array, vol.affine, centre, big)[0].numpy()
+        crop = extract_crop(vol.array, vol.affine, m.center_mm, big)[0].numpy()
         aff = np.diag([*spec.spacing, 1.0])
-        aff[:3, 3] = np.asarray(centre) - (np.asarray(big.crop_size) - 1) / 2.0 * np.asarray(spec.spacing)
-        out.append(VertebraSample(row.case_id, name, row.bmd[name], crop, aff, float(vol.array[roi].mean())))
+        aff[:3, 3] = np.asarray(m.center_mm) - (np.asarray(big.crop_size) - 1) / 2.0 * np.asarray(
+            spec.spacing
+        )
+        out.append(VertebraSample(row.case_id, name, row.bmd[name], crop, aff, m.hu_mean))
     cache.mkdir(parents=True, exist_ok=True)
     tmp = f.with_suffix(".tmp.npz")
     np.savez_compressed(

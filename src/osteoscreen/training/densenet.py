@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterator
@@ -16,7 +17,14 @@ from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..networks import make_densenet
 from ..transforms import CropSpec
 from .common import TrainState, export_bundle, seed_everything, train_loop
-from .data import VertebraSample, augment_crop, prepare_vertebra_samples, read_cohort, split_cases
+from .data import (
+    VertebraSample,
+    augment_crop,
+    prepare_all,
+    prepare_vertebra_samples,
+    read_cohort,
+    split_cases,
+)
 
 __all__ = ["BMD_SCALE", "DEFAULT_CROP", "DENSENET_ARGS", "cohort_info", "train_densenet"]
 
@@ -123,11 +131,9 @@ def train_densenet(
     rng = seed_everything(seed)
     train_rows, val_rows = split_cases(rows, val_fraction, seed)
     cache = Path(out) / "cache"
-    from tqdm import tqdm
-
-    samples: dict[str, list[VertebraSample]] = {}
-    for r in tqdm(rows, desc="prepare vertebra crops", disable=not progress):
-        samples[r.case_id] = prepare_vertebra_samples(r, spec, cache)
+    prep = functools.partial(prepare_vertebra_samples, spec=spec, cache=cache)
+    per_case = prepare_all(prep, rows, "prepare vertebra crops", progress)
+    samples: dict[str, list[VertebraSample]] = {r.case_id: s for r, s in zip(rows, per_case)}
     tr = [s for r in train_rows for s in samples[r.case_id]]
     va = [s for r in val_rows for s in samples[r.case_id]]
     if not tr or not va:

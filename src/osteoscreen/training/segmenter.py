@@ -17,7 +17,7 @@ from ..labels import SegClass
 from ..networks import VBNet
 from ..transforms import normalize_hu
 from .common import TrainState, export_bundle, seed_everything, train_loop
-from .data import SegSample, prepare_seg_sample, read_cohort, split_cases
+from .data import SegSample, prepare_all, prepare_seg_sample, read_cohort, split_cases
 from .densenet import cohort_info
 
 __all__ = ["COARSE", "FINE", "StageConfig", "train_segmenter"]
@@ -167,11 +167,11 @@ def train_segmenter(
     rng = seed_everything(seed)
     train_rows, val_rows = split_cases(rows, val_fraction, seed)
     cache = Path(out) / "cache"
-    from tqdm import tqdm
-
-    prepared: dict[str, SegSample] = {}
-    for r in tqdm(rows, desc="prepare segmenter samples", disable=not progress):
-        prepared[r.case_id] = prepare_seg_sample(r, COARSE.spacing, FINE.spacing, cache, rng)
+    prep = functools.partial(
+        prepare_seg_sample, coarse_spacing=COARSE.spacing, fine_spacing=FINE.spacing, cache=cache, seed=seed
+    )
+    samples = prepare_all(prep, rows, "prepare segmenter samples", progress)
+    prepared: dict[str, SegSample] = {r.case_id: s for r, s in zip(rows, samples)}
     states: dict[str, TrainState] = {}
     stages = [COARSE, FINE] if stage == "both" else [COARSE if stage == "coarse" else FINE]
     for cfg in stages:

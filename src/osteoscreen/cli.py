@@ -11,8 +11,12 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .results import ScreeningResult
 
 EXIT_OK, EXIT_INTERNAL, EXIT_ARGS, EXIT_NOT_SCREENABLE = 0, 1, 2, 3
 
@@ -112,10 +116,7 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _print_table(result: object, out: Path) -> None:
-    from .results import ScreeningResult
-
-    assert isinstance(result, ScreeningResult)
+def _print_table(result: ScreeningResult, out: Path) -> None:
     rows = [("level", "HU mean", "HU median", "ROI vox", "BMD mg/cm3", "category", "p(class)", "flags")]
     for v in result.vertebrae:
         p = max(v.probabilities.values()) if v.probabilities else float("nan")

@@ -393,6 +393,13 @@ def assemble_result(
     )
     if bodies.level_confidence == 0.0 and bodies.source == "vbnet":
         result.warnings.append("levels unknown: values are reported per body (V1, V2, ...) for review")
+    doubtful = [v for v in vertebrae if {"fracture_suspected", "central_core_roi"} & set(v.roi.flags)]
+    if bodies.source == "vbnet" and len(vertebrae) >= 3 and len(doubtful) * 3 >= len(vertebrae):
+        # Many flat or fragmented bodies: far more likely a segmentation failure than fractures.
+        result.warnings.append(
+            f"segmentation looks unreliable on this scan ({len(doubtful)} of {len(vertebrae)} bodies "
+            "flat or fragmented): review the key image before using any value"
+        )
     return result
 
 

@@ -57,10 +57,6 @@ def fit_hu_rule(hu: list[float], bmd: list[float]) -> HuRule:
     return HuRule(float(slope), float(intercept), len(hu))
 
 
-def _case_input(row: CohortRow) -> Path:
-    return row.image
-
-
 def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
     """Screen one case (own segmentation and, where given, the reference one)."""
     row, models_dir, out = args
@@ -77,7 +73,7 @@ def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
         cdir = out / "cases" / row.case_id / mode
         try:
             res = screen(
-                _case_input(row), cdir, models=models, segmentation=row.label if mode == "reference" else None
+                row.image, cdir, models=models, segmentation=row.label if mode == "reference" else None
             )
         except OsteoscreenError as exc:
             rec[mode] = {"status": "failed", "reason": str(exc)}
@@ -102,7 +98,7 @@ def _patient_truth(row_raw: dict[str, str], truth: dict[str, float], levels: lis
     return float(np.mean(vals)) if vals else None
 
 
-def _collect(records: list[dict[str, Any]], mode: str, rule: HuRule | None) -> dict[str, Any]:
+def _collect(records: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     """Per-vertebra and per-patient pairs of truth and prediction for one mode."""
     vt, vp, vprob, vhu = [], [], [], []
     pt, pp, pprob, phu = [], [], [], []
@@ -199,9 +195,9 @@ def evaluate_cohort(
             bar.update()
     bar.close()
     set_name = name or cohort.parent.name
-    own = _metrics(_collect(records, "own", rule), rule, n_boot)
+    own = _metrics(_collect(records, "own"), rule, n_boot)
     ref = (
-        _metrics(_collect(records, "reference", rule), rule, n_boot)
+        _metrics(_collect(records, "reference"), rule, n_boot)
         if any("reference" in r for r in records)
         else None
     )
@@ -264,7 +260,7 @@ def evaluate_cohort(
         (out / "tables.md").write_text("\n".join(md) + "\n")
         tables.table1_csv(t1, out / "table1.csv")
         tables.table3_csv(t3, out / "table3.csv", bland_altman=True)
-        pairs = _collect(records, "own", rule)
+        pairs = _collect(records, "own")
         y = np.array([DEFAULT_CONFIG.thresholds.class_index(b) for b in pairs["pt"]])
         from .metrics import roc_curves
 

@@ -46,6 +46,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes 0600 files; outputs are for PACS nodes and other users to read.
+        tmp.chmod(0o644)
         os.replace(tmp, dest)
         logger.debug("wrote %s", dest)
     finally:

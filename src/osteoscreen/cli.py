@@ -110,10 +110,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # Warnings reach the user through summary.json and the printed table; stderr keeps the
+    # one-line reason (library warnings, e.g. pydicom's about malformed values, with --verbose).
+    level = logging.DEBUG if verbose else logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+    if not verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore", category=UserWarning)
 
 
 def _print_table(result: ScreeningResult, out: Path) -> None:

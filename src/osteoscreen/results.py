@@ -27,6 +27,8 @@ class RoiMeasurement:
     size_mm: tuple[float, float, float]
     roi_volume_ml: float
     flags: list[str] = field(default_factory=list)
+    #: ROI mean with bone islands left out (None when none was found).
+    hu_mean_without_islands: float | None = None
 
 
 @dataclass
@@ -52,6 +54,9 @@ class VertebraResult:
             "trabecular_hu_mean": round(r.hu_mean, 2),
             "trabecular_hu_median": round(r.hu_median, 2),
             "trabecular_hu_std": round(r.hu_std, 2),
+            "trabecular_hu_mean_without_islands": (
+                None if r.hu_mean_without_islands is None else round(r.hu_mean_without_islands, 2)
+            ),
             "roi_voxels": r.roi_voxels,
             "body_voxels": r.body_voxels,
             "roi_center_mm": [round(v, 2) for v in r.center_mm],

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cohort")
-    return write_cohort(out, 3, 11, "train", dicom_share=0.0, workers=1, progress=False)
+    small = {"spacing_xy": 1.5, "slice_spacing": 3.0}
+    return write_cohort(out, 3, 11, "train", dicom_share=0.0, workers=1, progress=False, overrides=small)
 
 
 def test_cohort_csv(tiny_cohort: Path) -> None:

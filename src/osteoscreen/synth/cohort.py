@@ -373,6 +373,7 @@ def write_cohort(
     dicom_share: float = 0.2,
     workers: int | None = None,
     progress: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> Path:
     """Generate ``n`` cases into ``out`` and write ``out/cohort.csv``.
 

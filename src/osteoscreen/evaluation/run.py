@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -185,7 +186,9 @@ def evaluate_cohort(
         total=len(jobs), desc=f"evaluate {name or cohort.parent.name}", unit="case", disable=not progress
     )
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
             for rec in pool.map(_run_one, jobs):
                 records.append(rec)
                 bar.update()

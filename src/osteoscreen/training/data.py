@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 import os
 import zlib
 from collections.abc import Callable
@@ -112,7 +113,9 @@ def prepare_all(
                 out.append(fn(r))
                 bar.update()
             return out
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
             results = []
             for res in pool.map(fn, rows):
                 results.append(res)

@@ -13,6 +13,7 @@ reference BMD per vertebra (``bmd_L1``, ...) and / or per patient (``patient_bmd
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import multiprocessing
@@ -58,15 +59,22 @@ def fit_hu_rule(hu: list[float], bmd: list[float]) -> HuRule:
     return HuRule(float(slope), float(intercept), len(hu))
 
 
+@functools.lru_cache(maxsize=2)
+def _models(models_dir: Path) -> Any:
+    """The models, loaded once per worker process (not once per case)."""
+    from ..models import load_models
+
+    return load_models(models_dir)
+
+
 def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
     """Screen one case (own segmentation and, where given, the reference one)."""
     row, models_dir, out = args
     from ..errors import OsteoscreenError
     from ..io.volume import read_nifti
-    from ..models import load_models
     from ..pipeline import screen
 
-    models = load_models(models_dir)
+    models = _models(models_dir)
     rec: dict[str, Any] = {"case_id": row.case_id, "truth": row.bmd, "raw": row.raw}
     for mode in ("own", "reference"):
         if mode == "reference" and row.label is None:

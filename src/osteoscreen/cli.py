@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="vertebral-body label map (VerSe ids) to use instead of the VB-Net",
     )
+    r.add_argument(
+        "--kvp",
+        type=_kvp,
+        default=None,
+        help="tube voltage of a NIfTI input (DICOM inputs use their header's KVP; default 120)",
+    )
     r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     r.add_argument("--quiet", "-q", action="store_true", help="no table on stdout")
 
@@ -159,13 +165,30 @@ def _print_table(result: ScreeningResult, out: Path) -> None:
     )
 
 
+def _kvp(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 60.0 <= v <= 150.0:
+        raise argparse.ArgumentTypeError(f"{v:g} kVp is outside the CT range 60-150")
+    return v
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     from .errors import InputError, NotScreenableError
     from .pipeline import screen
 
     t0 = time.perf_counter()
     try:
-        result = screen(a.input, a.output, models_dir=a.models, segmentation=a.segmentation, device=a.device)
+        result = screen(
+            a.input,
+            a.output,
+            models_dir=a.models,
+            segmentation=a.segmentation,
+            device=a.device,
+            kvp=a.kvp,
+        )
     except NotScreenableError as exc:
         sys.stderr.write(f"osteoscreen: not screenable: {exc}\n")
         return EXIT_NOT_SCREENABLE

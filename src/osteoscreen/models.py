@@ -47,6 +47,11 @@ class ModelSet:
     regressor: Bundle
     device: torch.device
 
+    @property
+    def uses_context(self) -> bool:
+        """True when the DenseNets take the scan context (kVp, references) as extra channels."""
+        return bool(self.regressor.inference.get("context") or self.classifier.inference.get("context"))
+
     def describe(self) -> dict[str, Any]:
         """Model ids and versions for summary.json and the SR's algorithm identification."""
         out: dict[str, Any] = {}

@@ -34,6 +34,7 @@ from .results import PatientResult, RoiMeasurement, ScreeningResult, VertebraRes
 from .roi.measure import measure_body
 from .segmentation.inference import segment_classes
 from .segmentation.levels import assign_levels, find_bodies
+from .transforms import scan_context
 
 __all__ = [
     "Stages",
@@ -167,8 +168,16 @@ def classify_vertebrae(
     config: ScreeningConfig,
     level_confidence: float,
 ) -> list[VertebraResult]:
-    """DenseNet BMD and category for each measured body."""
-    bmd, probs = predict_bmd(canon, [m.center_mm for m in measurements], models.classifier, models.regressor)
+    """DenseNet BMD and category for each measured body.
+
+    The scan's context (kVp, internal fat and soft-tissue references) is measured here and
+    kept in ``canon.meta["scan_context"]`` for the summary.
+    """
+    context = scan_context(canon.array, canon.meta.get("kvp"))
+    canon.meta["scan_context"] = context.to_dict()
+    bmd, probs = predict_bmd(
+        canon, [m.center_mm for m in measurements], models.classifier, models.regressor, context
+    )
     out = []
     for m, b, p in zip(measurements, bmd, probs):
         excluded = bool(_EXCLUDING_FLAGS & set(m.flags)) or m.roi_voxels < config.min_roi_voxels
@@ -242,6 +251,7 @@ def _input_info(volume: Volume, path: Path, protocol: str) -> dict[str, Any]:
         "manufacturer",
         "contrast_bolus_agent",
         "source",
+        "scan_context",
     )
     info = {k: m.get(k) for k in keys if m.get(k) not in (None, "")}
     info.update(
@@ -391,6 +401,13 @@ def assemble_result(
         models=models_info,
         warnings=list(warnings) + bodies.warnings + pw,
     )
+    ctx = volume.meta.get("scan_context") or {}
+    if ctx and not ctx.get("kvp_known", True) and models.uses_context:
+        result.warnings.append(
+            f"tube voltage unknown (no KVP in the input): {ctx.get('kvp'):g} kVp assumed by the BMD models"
+        )
+    if ctx and not ctx.get("references_found", True):
+        result.warnings.append("fat or soft-tissue reference not found in the image: nominal values used")
     if bodies.level_confidence == 0.0 and bodies.source == "vbnet":
         result.warnings.append("levels unknown: values are reported per body (V1, V2, ...) for review")
     doubtful = [v for v in vertebrae if {"fracture_suspected", "central_core_roi"} & set(v.roi.flags)]
@@ -412,8 +429,11 @@ def screen(
     segmentation: Path | None = None,
     config: ScreeningConfig = DEFAULT_CONFIG,
     device: str = "cpu",
+    kvp: float | None = None,
 ) -> ScreeningResult:
     """Screen one study end to end and write its outputs.
+
+    ``kvp`` gives the tube voltage where the input does not (NIfTI); a DICOM header's KVP wins.
 
     Raises:
         InputError: bad arguments (missing path, unreadable models or segmentation).
@@ -424,6 +444,8 @@ def screen(
     try:
         with stages.time("load"):
             volume, warnings = load_volume(input_path)
+            if kvp is not None and volume.meta.get("kvp") is None:
+                volume.meta["kvp"] = float(kvp)
             view = volume.canonical()
             canon = view.volume
         if models is None:

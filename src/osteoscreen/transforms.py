@@ -8,6 +8,10 @@ drift apart:
 - ``extract_crop``: a crop of the ORIGINAL image around a point in millimetres, on a grid of
   ``crop_size`` voxels of ``spacing`` mm, optionally rotated and translated (augmentation),
   normalised with the crop normaliser. Works on any orientation through the affine.
+- ``scan_context``: what the whole scan says about its own HU scale (tube voltage from the
+  header; fat and soft-tissue CT numbers measured in the image, the internal references of
+  phantomless calibration). The DenseNets receive it as constant channels beside the crop,
+  so a crop of bone at 80 kVp, or on a scanner whose HU scale is off, is read as such.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ import torch.nn.functional as F
 __all__ = [
     "HU_CLIP",
     "CropSpec",
+    "ScanContext",
+    "context_channels",
     "extract_crop",
     "normalize_hu",
     "resample",
     "resample_labels",
     "rotation_matrix",
+    "scan_context",
 ]
 
 #: Range of CT numbers the networks see; metal and air beyond it carry no extra information.
@@ -179,3 +186,102 @@ def extract_crop(
     air = (lo - spec.norm_center) / spec.norm_scale
     out = F.grid_sample(vol - air, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + air
     return out[0]
+
+
+#: Tube voltage assumed where the header does not give one (METHOD.md's protocols are 120 kVp).
+DEFAULT_KVP = 120.0
+#: Search windows (HU) of the internal references, wide enough for scanner errors and kVp.
+_FAT_WINDOW = (-220.0, -40.0)
+_SOFT_WINDOW = (0.0, 110.0)
+#: Fewer reference voxels than this (after 4x4x2 averaging) and the reference is not trusted.
+_MIN_REF_VOXELS = 500
+
+
+@dataclass(frozen=True)
+class ScanContext:
+    """Scan-level facts the DenseNets get beside the crop.
+
+    Attributes:
+        kvp: tube voltage (DICOM KVP); ``DEFAULT_KVP`` where unknown.
+        fat_hu: CT number of adipose tissue (histogram mode inside the fat window).
+        soft_hu: CT number of the soft-tissue peak (muscle and organs).
+        kvp_known: False when ``kvp`` is the default.
+        refs_found: False when a reference had too few voxels and its nominal value is used.
+    """
+
+    kvp: float = DEFAULT_KVP
+    fat_hu: float = -100.0
+    soft_hu: float = 45.0
+    kvp_known: bool = False
+    refs_found: bool = True
+
+    def vector(self) -> list[float]:
+        """The network's extra input channels (about unit scale)."""
+        return [(self.kvp - DEFAULT_KVP) / 20.0, (self.fat_hu + 100.0) / 20.0, (self.soft_hu - 45.0) / 20.0]
+
+    def with_scale_error(self, gain: float, offset: float) -> ScanContext:
+        """The context of the same scan on a scanner whose HU scale is ``hu * gain + offset``."""
+        return ScanContext(
+            self.kvp,
+            self.fat_hu * gain + offset,
+            self.soft_hu * gain + offset,
+            self.kvp_known,
+            self.refs_found,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kvp": self.kvp,
+            "kvp_known": self.kvp_known,
+            "fat_hu": round(self.fat_hu, 1),
+            "soft_tissue_hu": round(self.soft_hu, 1),
+            "references_found": self.refs_found,
+        }
+
+
+def _histogram_mode(values: np.ndarray, window: tuple[float, float]) -> float | None:
+    v = values[(values >= window[0]) & (values <= window[1])]
+    if v.size < _MIN_REF_VOXELS:
+        return None
+    bins = np.arange(window[0], window[1] + 2.0, 2.0)
+    hist, edges = np.histogram(v, bins=bins)
+    from scipy.ndimage import gaussian_filter1d
+
+    smooth = gaussian_filter1d(hist.astype(np.float64), 2.0, mode="constant")
+    k = int(np.argmax(smooth))
+    return float((edges[k] + edges[k + 1]) / 2.0)
+
+
+def scan_context(array: np.ndarray | torch.Tensor, kvp: float | None) -> ScanContext:
+    """Measure the internal references of a CT volume (any orientation).
+
+    The image is first averaged over 4 x 4 x 2 voxel blocks, so that noise (up to ~100 HU in
+    low-dose scans) does not smear the fat and soft-tissue peaks; a block that mixes tissues
+    falls between the peaks and does not move them.
+    """
+    t = _as_5d(array)
+    k = [min(4, t.shape[2]), min(4, t.shape[3]), min(2, t.shape[4])]
+    small = F.avg_pool3d(t, kernel_size=k, stride=k).numpy().ravel()
+    fat = _histogram_mode(small, _FAT_WINDOW)
+    soft = _histogram_mode(small, _SOFT_WINDOW)
+    known = kvp is not None and 60.0 <= float(kvp) <= 150.0
+    d = ScanContext()
+    return ScanContext(
+        kvp=float(kvp) if known else DEFAULT_KVP,  # type: ignore[arg-type]
+        fat_hu=d.fat_hu if fat is None else fat,
+        soft_hu=d.soft_hu if soft is None else soft,
+        kvp_known=known,
+        refs_found=fat is not None and soft is not None,
+    )
+
+
+def context_channels(crops: torch.Tensor, context: ScanContext | Sequence[float]) -> torch.Tensor:
+    """Append the context as constant channels to (N, 1, X, Y, Z) or (1, X, Y, Z) crops."""
+    vec = context.vector() if isinstance(context, ScanContext) else list(context)
+    c = torch.tensor(vec, dtype=crops.dtype)
+    shape = list(crops.shape)
+    chan_axis = len(shape) - 4
+    shape[chan_axis] = len(vec)
+    view = [1] * len(shape)
+    view[chan_axis] = len(vec)
+    return torch.cat([crops, c.view(view).expand(shape)], dim=chan_axis)

@@ -11,19 +11,20 @@ SP = (2.0, 2.0, 2.0)
 def _column(n_bodies: int, rib_bearing: list[bool], sacrum: bool) -> np.ndarray:
     """Bodies (8 vox tall) separated by discs (2 vox), top to bottom, on a RAS grid."""
     nz = n_bodies * 10 + 16
-    cls = np.zeros((60, 40, nz), dtype=np.uint8)
+    cls = np.zeros((90, 40, nz), dtype=np.uint8)
     top = nz - 3
     for i in range(n_bodies):
         z1 = top - i * 10
         z0 = z1 - 8
-        cls[25:35, 20:30, z0:z1] = SegClass.BODY
-        cls[25:35, 20:30, z0 - 2 : z0] = SegClass.DISC
+        cls[40:50, 20:30, z0:z1] = SegClass.BODY
+        cls[40:50, 20:30, z0 - 2 : z0] = SegClass.DISC
         if rib_bearing[i]:
-            cls[8:14, 12:16, z0 + 2 : z0 + 6] = SegClass.RIB
-            cls[46:52, 12:16, z0 + 2 : z0 + 6] = SegClass.RIB
+            # A rib from the body's posterolateral corner outwards (40 mm long, 2.6 ml).
+            cls[10:30, 12:16, z0 + 2 : z0 + 6] = SegClass.RIB
+            cls[60:80, 12:16, z0 + 2 : z0 + 6] = SegClass.RIB
     if sacrum:
         z_bottom = top - (n_bodies - 1) * 10 - 8 - 2
-        cls[20:40, 15:32, 0:z_bottom] = SegClass.SACRUM
+        cls[35:55, 15:32, 0:z_bottom] = SegClass.SACRUM
     return cls
 
 
@@ -80,8 +81,35 @@ def test_bodies_joined_by_a_missed_disc_are_split() -> None:
     ks = np.where((cls == SegClass.DISC).any(axis=(0, 1)))[0]
     top_disc = ks.max()
     neck = cls[:, :, top_disc - 1 : top_disc + 1]
-    neck[27:33, 22:28][neck[27:33, 22:28] == SegClass.DISC] = SegClass.BODY
+    neck[42:48, 22:28][neck[42:48, 22:28] == SegClass.DISC] = SegClass.BODY
     _, bodies = find_bodies(cls, SP)
     assert len(bodies) == 5
     la = assign_levels(cls, bodies, SP)
     assert [la.ids[b.mask_label] for b in bodies] == [name_to_id(n) for n in ("L1", "L2", "L3", "L4", "L5")]
+
+
+def test_a_false_body_off_the_column_is_dropped() -> None:
+    # T12, L1-L5 and sacrum, plus a bright blob in front (a contrast-filled vessel taken for bone).
+    cls = _column(6, [True] + [False] * 5, sacrum=True)
+    k = np.where((cls == SegClass.BODY).any(axis=(0, 1)))[0]
+    cls[40:50, 0:8, k.max() - 20 : k.max() - 12] = SegClass.BODY  # 24-40 mm in front of the column
+    cls[82:88, 20:26, k.max() - 30 : k.max() - 26] = SegClass.BODY  # and one far to the side
+    _, bodies = find_bodies(cls, SP)
+    assert len(bodies) == 6
+    la = assign_levels(cls, bodies, SP)
+    assert [la.ids[b.mask_label] for b in bodies] == [
+        name_to_id(n) for n in ("T12", "L1", "L2", "L3", "L4", "L5")
+    ]
+
+
+def test_last_rib_shaft_and_transverse_processes_do_not_bear_ribs() -> None:
+    cls = _column(4, [True, False, False, False], sacrum=True)
+    ks = sorted({int(k) for k in np.where((cls == SegClass.BODY).any(axis=(0, 1)))[0]}, reverse=True)
+    l1_mid = ks[12]  # a slice of the second body
+    # The T12 rib slopes down: at L1's height its shaft lies 60-80 mm out, not at the body.
+    cls[0:10, 14:20, l1_mid - 2 : l1_mid + 2] = SegClass.RIB
+    # A transverse process of L2 taken for a rib: beside the body, short and small.
+    l2_mid = ks[20]
+    cls[33:37, 16:19, l2_mid - 1 : l2_mid + 1] = SegClass.RIB
+    _, bodies = find_bodies(cls, SP)
+    assert [b.rib_bearing for b in bodies] == [True, False, False, False]

@@ -10,7 +10,7 @@ from osteoscreen.config import DEFAULT_CONFIG
 from osteoscreen.labels import SegClass, name_to_id
 from osteoscreen.roi.trabecular import trabecular_roi
 from osteoscreen.synth.cohort import CLASS_MIX, generate_case, sample_case
-from osteoscreen.synth.physics import bone_hu
+from osteoscreen.synth.physics import bone_factor, bone_hu, effective_kvp
 
 
 def test_class_mix_near_the_study() -> None:
@@ -27,7 +27,23 @@ def test_independent_profile_shifts_the_scanner() -> None:
     ind = [sample_case(f"b{i}", i, "independent").scan for i in range(300)]
     assert len({s.scanner for s in train}) == 1
     assert len({s.scanner for s in ind}) >= 3
-    assert np.std([s.calib_slope for s in ind]) > 3 * np.std([s.calib_slope for s in train])
+    # Other vendors: another effective energy (filtration); the home scanner has none.
+    assert {s.energy_shift for s in train} == {0.0}
+    assert np.std([s.energy_shift for s in ind]) > 4.0
+    assert np.std([s.calib_slope for s in ind]) > np.std([s.calib_slope for s in train])
+    assert np.std([s.offset for s in ind]) > 2 * np.std([s.offset for s in train])
+
+
+def test_effective_energy_moves_bone_and_fat_together() -> None:
+    base = sample_case("e", 5, "train").scan
+    low = replace(base, kvp=100, energy_shift=-10.0)
+    mid = replace(base, kvp=120, energy_shift=0.0)
+    high = replace(base, kvp=120, energy_shift=15.0)
+    assert effective_kvp(low) == 90.0
+    # Lower energy: bone brighter; between the table's kVp values the curve is continuous.
+    assert bone_factor(low) > bone_factor(mid) > bone_factor(high)
+    assert bone_factor(mid) > bone_factor(replace(base, kvp=130, energy_shift=0.0)) > bone_factor(high)
+    assert float(bone_hu(100.0, low, 300.0)) > float(bone_hu(100.0, mid, 300.0))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,16 @@ import torch
 
 from osteoscreen.io.volume import Volume
 from osteoscreen.roi.trabecular import erosion_steps, roi_extent, trabecular_roi
-from osteoscreen.transforms import CropSpec, extract_crop, normalize_hu, resample, rotation_matrix
+from osteoscreen.transforms import (
+    CropSpec,
+    ScanContext,
+    context_channels,
+    extract_crop,
+    normalize_hu,
+    resample,
+    rotation_matrix,
+    scan_context,
+)
 
 
 def test_erosion_steps_in_mm() -> None:
@@ -102,3 +111,48 @@ def test_canonical_round_trip() -> None:
     src = np.argwhere(arr == 17.0)[0]
     assert np.allclose(c.affine[:3, :3] @ idx + c.affine[:3, 3], aff[:3, :3] @ src + aff[:3, 3])
     assert np.array_equal(view.to_original(c.array), arr)
+
+
+def _phantom(fat: float, soft: float, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Air around a fat ring around soft tissue, with a bone core, and noise."""
+    x, y = np.meshgrid(np.arange(120) - 60, np.arange(120) - 60, indexing="ij")
+    r = np.hypot(x, y)
+    sl = np.full((120, 120), -1000.0)
+    sl[r < 55] = fat
+    sl[r < 40] = soft
+    sl[r < 8] = 250.0
+    vol = np.repeat(sl[:, :, None], 30, axis=2).astype(np.float32)
+    return vol + rng.normal(0.0, noise, vol.shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("noise", [5.0, 90.0])
+def test_scan_context_finds_the_internal_references(noise: float) -> None:
+    rng = np.random.default_rng(0)
+    ctx = scan_context(_phantom(-100.0, 50.0, noise, rng), 100)
+    assert ctx.kvp == 100.0 and ctx.kvp_known and ctx.refs_found
+    assert ctx.fat_hu == pytest.approx(-100.0, abs=6.0)
+    assert ctx.soft_hu == pytest.approx(50.0, abs=6.0)
+    # A scanner whose HU scale is off moves the references with it.
+    off = scan_context(_phantom(-100.0, 50.0, noise, rng) * 1.05 + 15.0, None)
+    assert off.fat_hu == pytest.approx(-100.0 * 1.05 + 15.0, abs=6.0)
+    assert off.soft_hu == pytest.approx(50.0 * 1.05 + 15.0, abs=6.0)
+    assert not off.kvp_known and off.kvp == 120.0
+
+
+def test_scan_context_without_fat_falls_back_to_nominal_values() -> None:
+    vol = np.full((40, 40, 10), 40.0, dtype=np.float32)
+    ctx = scan_context(vol, 250)  # not a CT tube voltage: treated as unknown
+    assert not ctx.refs_found and not ctx.kvp_known
+    assert ctx.fat_hu == ScanContext().fat_hu
+    assert ctx.vector() == pytest.approx([0.0, 0.0, (40.0 - 45.0) / 20.0], abs=0.2)
+
+
+def test_context_channels_are_constant_planes() -> None:
+    crops = torch.zeros(3, 1, 8, 8, 4)
+    ctx = ScanContext(kvp=80.0, fat_hu=-120.0, soft_hu=45.0, kvp_known=True)
+    x = context_channels(crops, ctx)
+    assert x.shape == (3, 4, 8, 8, 4)
+    assert torch.all(x[:, 1] == -2.0) and torch.all(x[:, 2] == -1.0) and torch.all(x[:, 3] == 0.0)
+    assert context_channels(crops[0], ctx).shape == (4, 8, 8, 4)
+    shifted = ctx.with_scale_error(1.1, 10.0)
+    assert shifted.fat_hu == pytest.approx(-122.0) and shifted.kvp == 80.0

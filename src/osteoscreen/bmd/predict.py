@@ -9,9 +9,16 @@ import torch
 from ..config import CATEGORIES
 from ..io.volume import Volume
 from ..models import Bundle
-from ..transforms import CropSpec, extract_crop
+from ..transforms import CropSpec, ScanContext, context_channels, extract_crop
 
-__all__ = ["predict_bmd"]
+__all__ = ["network_input", "predict_bmd"]
+
+
+def network_input(bundle: Bundle, crops: torch.Tensor, context: ScanContext | None) -> torch.Tensor:
+    """The crops as the bundle expects them: with the scan context channels where it takes them."""
+    if not bundle.inference.get("context"):
+        return crops
+    return context_channels(crops, context if context is not None else ScanContext())
 
 
 def predict_bmd(
@@ -19,6 +26,7 @@ def predict_bmd(
     centres_mm: Sequence[tuple[float, float, float]],
     classifier: Bundle,
     regressor: Bundle,
+    context: ScanContext | None = None,
 ) -> tuple[list[float], list[dict[str, float]]]:
     """BMD (mg/cm3) and class probabilities for each ROI centre (RAS mm) of ``volume``."""
     if not centres_mm:
@@ -34,7 +42,7 @@ def predict_bmd(
         else torch.stack([extract_crop(volume.array, volume.affine, c, c_spec) for c in centres_mm])
     )
     with torch.inference_mode():
-        bmd = (regressor.network(xr)[:, 0] * scale).tolist()
-        prob = torch.softmax(classifier.network(xc), dim=1).numpy()
+        bmd = (regressor.network(network_input(regressor, xr, context))[:, 0] * scale).tolist()
+        prob = torch.softmax(classifier.network(network_input(classifier, xc, context)), dim=1).numpy()
     probs = [{str(k): float(p[i]) for i, k in enumerate(classes)} for p in prob]
     return [float(b) for b in bmd], probs

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..config import CATEGORIES, DEFAULT_CONFIG
-from ..training.data import CohortRow, read_cohort
+from ..training.data import CohortRow, read_cohort, row_kvp
 from .metrics import aggregate_dice, classification_metrics, dice_per_label, regression_metrics, to_jsonable
 
 __all__ = ["HuRule", "evaluate_cohort", "fit_hu_rule"]
@@ -82,7 +82,11 @@ def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
         cdir = out / "cases" / row.case_id / mode
         try:
             res = screen(
-                row.image, cdir, models=models, segmentation=row.label if mode == "reference" else None
+                row.image,
+                cdir,
+                models=models,
+                segmentation=row.label if mode == "reference" else None,
+                kvp=row_kvp(row),
             )
         except OsteoscreenError as exc:
             rec[mode] = {"status": "failed", "reason": str(exc)}

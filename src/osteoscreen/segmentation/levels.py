@@ -61,15 +61,23 @@ def find_bodies(
     Returns:
         (instance map int32 with values 1..n, instances).
     """
-    body = classes == SegClass.BODY
+    inst = np.zeros(classes.shape, dtype=np.int32)
+    full = classes == SegClass.BODY
+    boxes = ndimage.find_objects(full.astype(np.uint8))
+    if not boxes or boxes[0] is None:
+        return inst, []
+    # Work inside the bodies' bounding box: the labelling statistics below scan whole arrays.
+    box = boxes[0]
+    off = tuple(s.start for s in box)
+    body = full[box]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     lab, n = ndimage.label(body)
     if n >= 2:
         lab, n = _split_merged(lab, n, spacing, voxel_ml, min_volume_ml)
     if n == 0:
-        return lab.astype(np.int32), []
+        return inst, []
     objs = ndimage.find_objects(lab)
-    sizes = ndimage.sum_labels(body, lab, index=np.arange(1, n + 1))
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
     cents = ndimage.center_of_mass(body, lab, index=np.arange(1, n + 1))
     found = []
     keep = np.zeros(n + 1, dtype=np.int32)
@@ -77,17 +85,78 @@ def find_bodies(
         if sizes[i] * voxel_ml < min_volume_ml:
             continue
         sl = objs[i]
-        z0, z1 = sl[2].start, sl[2].stop - 1
-        found.append((cents[i][2], i + 1, int(sizes[i]), tuple(float(c) for c in cents[i]), (z0, z1)))
+        z0, z1 = sl[2].start + off[2], sl[2].stop - 1 + off[2]
+        cent = tuple(float(c) + o for c, o in zip(cents[i], off))
+        found.append((cent[2], i + 1, int(sizes[i]), cent, (z0, z1)))
+    found = _on_the_column(found, spacing, classes.shape[2])
     found.sort(key=lambda t: -t[0])  # superior first (RAS: larger k is higher)
     bodies = []
     for rank, (_, lbl, size, cent, zr) in enumerate(found, start=1):
         keep[lbl] = rank
         touches = zr[0] == 0 or zr[1] == classes.shape[2] - 1
         bodies.append(BodyInstance(rank, rank, size, cent, zr, touches))  # type: ignore[arg-type]
-    inst = keep[lab]
+    inst[box] = keep[lab]
     _mark_rib_bearing(classes, inst, bodies, spacing)
     return inst, bodies
+
+
+#: A body lies on the column of its neighbours: farther than this in-plane (mm) from the
+#: volume-weighted median of the bodies within ``_COLUMN_WINDOW_MM`` above and below, and it is
+#: something else (contrast-filled heart or aorta, rib, pelvis).
+_COLUMN_TOLERANCE_MM = 22.0
+_COLUMN_WINDOW_MM = 90.0
+#: Fragments much smaller than the median body are dropped unless the scan's edge cuts them.
+_MIN_RELATIVE_VOLUME = 0.25
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cw = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cw, cw[-1] / 2.0)])
+
+
+def _on_the_column(
+    found: list[tuple[float, int, int, tuple[float, float, float], tuple[int, int]]],
+    spacing: tuple[float, float, float],
+    n_slices: int,
+) -> list[tuple[float, int, int, tuple[float, float, float], tuple[int, int]]]:
+    """Keep the instances that sit on the vertebral column and are not fragments.
+
+    The column is estimated locally (bodies within a window above and below, weighted by
+    volume), twice: the second pass uses only what the first kept, so that a large false body
+    (a contrast-filled heart) cannot pull the column towards itself.
+    """
+    if len(found) < 3:
+        return found
+    xyz = np.array([[c[0] * spacing[0], c[1] * spacing[1], c[2] * spacing[2]] for _, _, _, c, _ in found])
+    vol = np.array([float(t[2]) for t in found])
+    keep = np.ones(len(found), dtype=bool)
+    for _ in range(2):
+        new = keep.copy()
+        for i in range(len(found)):
+            near = keep & (np.abs(xyz[:, 2] - xyz[i, 2]) <= _COLUMN_WINDOW_MM)
+            near[i] = False
+            if near.sum() < 2:
+                continue
+            w = vol[near]
+            cx = _weighted_median(xyz[near, 0], w)
+            cy = _weighted_median(xyz[near, 1], w)
+            new[i] = float(np.hypot(xyz[i, 0] - cx, xyz[i, 1] - cy)) <= _COLUMN_TOLERANCE_MM
+        if new.sum() >= 2:
+            keep = new
+    # Fragments: small against their kept neighbours (body size grows from T1 to L5).
+    frag = np.zeros(len(found), dtype=bool)
+    for i, t in enumerate(found):
+        near = keep & (np.abs(xyz[:, 2] - xyz[i, 2]) <= _COLUMN_WINDOW_MM)
+        near[i] = False
+        at_edge = t[4][0] == 0 or t[4][1] == n_slices - 1
+        if keep[i] and near.sum() >= 2 and not at_edge:
+            frag[i] = vol[i] < _MIN_RELATIVE_VOLUME * float(np.median(vol[near]))
+    keep &= ~frag
+    dropped = len(found) - int(keep.sum())
+    if dropped:
+        log.info("%d body candidate(s) off the vertebral column or fragments: dropped", dropped)
+    return [t for t, k in zip(found, keep) if k]
 
 
 def _split_merged(
@@ -132,25 +201,55 @@ def _split_merged(
     return new, int(m)
 
 
+#: Rib heads articulate at the body's posterolateral corner: rib voxels this far (mm) beyond the
+#: body's half-width count as a rib head. The shaft of the last rib slopes down and out, so
+#: at the next body's height it lies farther out and must not make that body rib-bearing.
+_RIB_HEAD_REACH_MM = 22.0
+_RIB_HEAD_MIN_ML = 0.02
+_RIB_MIN_ML = 1.0
+_RIB_MIN_REACH_MM = 20.0
+
+
 def _mark_rib_bearing(
     classes: np.ndarray, inst: np.ndarray, bodies: list[BodyInstance], spacing: tuple[float, float, float]
 ) -> None:
+    """A body bears ribs when a rib reaches its posterolateral corner and runs on outwards.
+
+    Two conditions, against two known confusions: the head zone is narrow (the shaft of the
+    rib above passes farther out), and the rib piece in it must be a rib (at least
+    ``_RIB_MIN_ML`` or reaching ``_RIB_MIN_REACH_MM`` beyond the zone), not a lumbar
+    transverse process taken for one.
+    """
     rib = classes == SegClass.RIB
     if not rib.any():
         return
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    ribs, _ = ndimage.label(rib)
+    rib_ml = np.bincount(ribs.ravel()) * voxel_ml
+    rib_boxes = ndimage.find_objects(ribs)
     for b in bodies:
         z0, z1 = b.z_range
         ci, cj, _ = b.centroid_ijk
-        # Rib heads sit beside and behind the body, at its height.
-        half_x = int(round(75.0 / spacing[0]))
-        back = int(round(60.0 / spacing[1]))
-        i0, i1 = max(0, int(ci) - half_x), min(classes.shape[0], int(ci) + half_x)
+        # The body's half-width (left-right), robust to a blob merged at its side.
+        xs = np.nonzero(inst[:, :, z0 : z1 + 1] == b.mask_label)[0]
+        half_w = float(np.clip((np.percentile(xs, 95) - np.percentile(xs, 5)) * spacing[0] / 2.0, 15.0, 28.0))
+        reach = int(round((half_w + _RIB_HEAD_REACH_MM) / spacing[0]))
+        back = int(round(45.0 / spacing[1]))
+        i0, i1 = max(0, int(ci) - reach), min(classes.shape[0], int(ci) + reach + 1)
         j0, j1 = max(0, int(cj) - back), min(classes.shape[1], int(cj) + int(round(10.0 / spacing[1])))
         zpad = int(round(3.0 / spacing[2]))
         k0, k1 = max(0, z0 - zpad), min(classes.shape[2], z1 + 1 + zpad)
-        n_rib = int(rib[i0:i1, j0:j1, k0:k1].sum())
-        rib_ml = n_rib * float(np.prod(spacing)) / 1000.0
-        b.rib_bearing = rib_ml >= 0.3
+        zone = ribs[i0:i1, j0:j1, k0:k1]
+        ids, counts = np.unique(zone[zone > 0], return_counts=True)
+        if counts.sum() * voxel_ml < _RIB_HEAD_MIN_ML:
+            b.rib_bearing = False
+            continue
+        far = (half_w + _RIB_HEAD_REACH_MM + _RIB_MIN_REACH_MM) / spacing[0]
+        b.rib_bearing = any(
+            rib_ml[i] >= _RIB_MIN_ML
+            or max(abs(rib_boxes[i - 1][0].start - ci), abs(rib_boxes[i - 1][0].stop - ci)) >= far
+            for i in ids
+        )
 
 
 def assign_levels(

@@ -26,6 +26,7 @@ from .physics import ScanParams, render_ct
 
 __all__ = [
     "COHORT_FIELDS",
+    "GENERATOR_VERSION",
     "PROFILES",
     "CaseSpec",
     "SynthCase",
@@ -44,6 +45,9 @@ LEVEL_TREND = {name: 1.0 + 0.012 * (12 - int(name[1:])) if name[0] == "T" else 1
 LEVEL_TREND.update({"T12": 1.03, "L1": 1.01, "L2": 1.0, "L3": 0.99, "L4": 0.985, "L5": 0.99})
 
 PROTOCOLS = ("chest", "abdomen", "chest_abdomen", "lumbar")
+#: Bumped whenever the same seed would give other images (make_models then regenerates).
+#: 2: effective energy per vendor acting on bone, fat and iodine together; kVp 80-140 everywhere.
+GENERATOR_VERSION = 2
 BMD_COLUMNS = [f"bmd_{name}" for name in LEVELS]
 COHORT_FIELDS = [
     "case_id",
@@ -63,6 +67,7 @@ COHORT_FIELDS = [
     "slice_thickness",
     "noise_hu",
     "calib_slope",
+    "energy_shift",
     "gain",
     "offset",
     "levels_in_view",
@@ -108,28 +113,37 @@ class SynthCase:
     patient_levels: list[str]
 
 
+#: Other hospitals' scanners: effective-energy offset (kVp-equivalent) of each vendor's filtration.
+VENDOR_ENERGY_SHIFT = {"B-64": -6.0, "C-128": 8.0, "D-16": -10.0, "E-320": 5.0}
+
+
 def _scan_for_profile(profile: str, rng: np.random.Generator) -> tuple[ScanParams, float, float]:
+    # Both sites use automatic tube-voltage selection, so every profile holds several kVp.
     if profile == "independent":
-        # Other hospitals: other vendors' calibration, lower kVp, low dose, sharp kernels.
-        scanner = str(rng.choice(["B-64", "C-128", "D-16", "E-320"]))
-        base_slope = {"B-64": 0.86, "C-128": 0.74, "D-16": 0.90, "E-320": 0.70}[scanner]
+        # Other hospitals: other vendors (filtration, bone calibration), more low-kVp and
+        # low-dose scans, sharper kernels, and a looser HU calibration of the scanner.
+        scanner = str(rng.choice(list(VENDOR_ENERGY_SHIFT)))
+        shift = VENDOR_ENERGY_SHIFT[scanner] + float(rng.normal(0.0, 2.0))
+        slope_sd = 0.03
         kvp = int(rng.choice([80, 100, 120, 140], p=[0.15, 0.35, 0.3, 0.2]))
         kernel = str(rng.choice(["soft", "standard", "sharp"], p=[0.2, 0.4, 0.4]))
         noise = float(rng.uniform(15.0, 90.0))
-        gain = float(rng.normal(1.0, 0.05))
-        offset = float(rng.normal(0.0, 12.0))
+        gain = float(rng.normal(1.0, 0.04))
+        offset = float(rng.normal(0.0, 10.0))
         phase = str(rng.choice(["native", "arterial", "portal"], p=[0.35, 0.2, 0.45]))
         bh = float(rng.uniform(0.03, 0.07))
     else:
         scanner = "A-64"
-        base_slope = 0.80
-        kvp = int(rng.choice([100, 120, 140], p=[0.15, 0.7, 0.15]))
+        shift = 0.0
+        slope_sd = 0.02
+        kvp = int(rng.choice([80, 100, 120, 140], p=[0.08, 0.2, 0.57, 0.15]))
         kernel = str(rng.choice(["soft", "standard", "sharp"], p=[0.35, 0.5, 0.15]))
         noise = float(rng.uniform(8.0, 45.0))
         gain = float(rng.normal(1.0, 0.01))
         offset = float(rng.normal(0.0, 3.0))
         phase = str(rng.choice(["native", "arterial", "portal"], p=[0.5, 0.15, 0.35]))
         bh = float(rng.uniform(0.02, 0.04))
+    base_slope = 0.80
     spacing_xy = float(rng.uniform(0.6, 1.0))
     slice_spacing = float(
         rng.choice([0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0], p=[0.08, 0.25, 0.17, 0.15, 0.1, 0.15, 0.1])
@@ -143,10 +157,11 @@ def _scan_for_profile(profile: str, rng: np.random.Generator) -> tuple[ScanParam
         blur_mm=float(blur),
         slice_thickness=slice_spacing,
         contrast_phase=phase,
-        calib_slope=float(base_slope * rng.normal(1.0, 0.02)),
+        calib_slope=float(base_slope * rng.normal(1.0, slope_sd)),
         gain=gain,
         offset=offset,
         beam_hardening=bh,
+        energy_shift=shift,
     )
     return scan, spacing_xy, slice_spacing
 
@@ -351,6 +366,7 @@ def _write_case(out: Path, spec: CaseSpec) -> dict[str, Any]:
         "slice_thickness": spec.slice_spacing,
         "noise_hu": round(spec.scan.noise_hu, 1),
         "calib_slope": round(spec.scan.calib_slope, 4),
+        "energy_shift": round(spec.scan.energy_shift, 2),
         "gain": round(spec.scan.gain, 4),
         "offset": round(spec.scan.offset, 2),
         "levels_in_view": " ".join(case.levels_in_view),
@@ -411,7 +427,14 @@ def write_cohort(
     os.replace(tmp, path)
     (out / "synth_params.json").write_text(
         __import__("json").dumps(
-            {"n": n, "seed": seed, "profile": profile, "specs": [asdict(s) for s in specs]}, indent=1
+            {
+                "n": n,
+                "seed": seed,
+                "profile": profile,
+                "generator_version": GENERATOR_VERSION,
+                "specs": [asdict(s) for s in specs],
+            },
+            indent=1,
         )
     )
     return path

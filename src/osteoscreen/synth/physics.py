@@ -6,6 +6,12 @@ and, a little, marrow), the body's size hardens the beam, the reconstruction ker
 the slice profile averages along z, and quantum noise (shaped by the kernel) is added.
 The scanner's own HU scale error (gain and offset, as in asynchronous calibration) acts
 on everything, so internal references (air, fat, muscle, blood) carry it too.
+
+Scanners differ in beam filtration, so the same nominal kVp gives another effective energy
+on another vendor's machine. That difference is modelled as a shift of the effective kVp
+(``energy_shift``) and acts on every energy-dependent material together (bone, iodine, fat),
+as it does in a real scanner; only a small bone-specific residual (``calib_slope`` jitter)
+is invisible in the rest of the image.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from scipy import ndimage
 
 from .anatomy import Tissue
 
-__all__ = ["ScanParams", "bone_hu", "render_ct"]
+__all__ = ["ScanParams", "bone_factor", "bone_hu", "effective_kvp", "render_ct"]
 
 
 @dataclass
@@ -35,6 +41,33 @@ class ScanParams:
     gain: float  # scanner HU scale error (1 = exact)
     offset: float  # scanner HU offset error
     beam_hardening: float  # fractional loss of bone HU per 100 mm of extra trunk size
+    energy_shift: float = 0.0  # the vendor's effective-energy offset, in kVp-equivalent
+
+
+def _energy_curve(table: dict[int, float], kvp: float) -> float:
+    """Piecewise-linear in kVp, extended linearly beyond the table's ends."""
+    ks = sorted(table)
+    if kvp <= ks[0]:
+        k0, k1 = ks[0], ks[1]
+    elif kvp >= ks[-1]:
+        k0, k1 = ks[-2], ks[-1]
+    else:
+        k1 = next(k for k in ks if k >= kvp)
+        k0 = ks[ks.index(k1) - 1] if k1 != ks[0] else k1
+        if k0 == k1:
+            return table[k0]
+    t = (kvp - k0) / (k1 - k0)
+    return table[k0] + t * (table[k1] - table[k0])
+
+
+def effective_kvp(scan: ScanParams) -> float:
+    """The tube voltage a reference scanner would need for the same effective energy."""
+    return float(scan.kvp) + scan.energy_shift
+
+
+def bone_factor(scan: ScanParams) -> float:
+    """Bone HU relative to 120 kVp on the reference scanner (higher at lower energy)."""
+    return _energy_curve(_KVP_BONE, effective_kvp(scan))
 
 
 _KVP_BONE = {80: 1.32, 100: 1.14, 120: 1.0, 140: 0.91}
@@ -44,7 +77,7 @@ _KVP_IODINE = {80: 1.6, 100: 1.3, 120: 1.0, 140: 0.85}
 
 def bone_hu(bmd: float | np.ndarray, scan: ScanParams, trunk_mm: float) -> float | np.ndarray:
     """True trabecular CT number (before the scanner's scale error) of a mineral density."""
-    hu = np.asarray(bmd) / scan.calib_slope * _KVP_BONE.get(scan.kvp, 1.0)
+    hu = np.asarray(bmd) / scan.calib_slope * bone_factor(scan)
     hu = hu * (1.0 - scan.beam_hardening * max(trunk_mm - 300.0, 0.0) / 100.0)
     boost = {"native": 0.0, "arterial": 8.0, "portal": 16.0}[scan.contrast_phase]
     return hu + boost + 5.0  # marrow soft tissue adds a few HU at zero mineral
@@ -75,14 +108,16 @@ def render_ct(
     Returns:
         float32 HU volume with ``tissue.shape[2] // sub`` slices.
     """
-    iod = _KVP_IODINE.get(scan.kvp, 1.0)
+    iod = _energy_curve(_KVP_IODINE, effective_kvp(scan))
+    # Every bone-like material follows the same energy dependence as trabecular bone.
+    bf = bone_factor(scan)
     blood = {"native": 40.0, "arterial": 280.0 * iod, "portal": 150.0 * iod}[scan.contrast_phase]
     organ_boost = {"native": 0.0, "arterial": 20.0, "portal": 50.0}[scan.contrast_phase]
-    bh = 1.0 - scan.beam_hardening * max(trunk_mm - 300.0, 0.0) / 100.0
+    bh = (1.0 - scan.beam_hardening * max(trunk_mm - 300.0, 0.0) / 100.0) * bf
     lut = np.zeros(max(Tissue) + 1, dtype=np.float32)
     jit = rng.normal(0.0, 1.0, size=lut.shape)
     lut[Tissue.AIR] = -1000.0
-    lut[Tissue.FAT] = _KVP_FAT.get(scan.kvp, -100.0) + 6 * jit[1]
+    lut[Tissue.FAT] = _energy_curve(_KVP_FAT, effective_kvp(scan)) + 6 * jit[1]
     lut[Tissue.VISCERAL_FAT] = lut[Tissue.FAT] + 8.0 + 5 * jit[18]
     lut[Tissue.MUSCLE] = 50.0 + 5 * jit[2] + 0.2 * organ_boost
     lut[Tissue.SOFT] = 35.0 + 8 * jit[3] + 0.5 * organ_boost

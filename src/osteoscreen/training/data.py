@@ -15,7 +15,7 @@ import os
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from ..io.volume import Volume, read_nifti
 from ..labels import id_to_name
 from ..roi.measure import measure_body
 from ..segmentation.spine_box import spine_box_from_classes
-from ..transforms import CropSpec, extract_crop, resample, resample_labels
+from ..transforms import CropSpec, ScanContext, extract_crop, resample, resample_labels, scan_context
 
 __all__ = [
     "CohortRow",
@@ -53,6 +53,14 @@ class CohortRow:
     bmd: dict[str, float]
     excluded: list[str]
     raw: dict[str, str]
+
+
+def row_kvp(row: CohortRow) -> float | None:
+    """The row's tube voltage (column ``kvp``), None where absent or not a number."""
+    try:
+        return float((row.raw.get("kvp") or "").strip())
+    except ValueError:
+        return None
 
 
 def read_cohort(path: Path) -> list[CohortRow]:
@@ -196,6 +204,7 @@ class VertebraSample:
     crop_hu: np.ndarray
     crop_affine: np.ndarray
     roi_hu_mean: float = float("nan")  # trabecular ROI mean of the reference body (HU-rule baseline)
+    context: ScanContext = field(default_factory=ScanContext)  # the whole scan's kVp and references
 
 
 def _margin_spec(spec: CropSpec, margin_vox: int) -> CropSpec:
@@ -215,11 +224,14 @@ def prepare_vertebra_samples(
 ) -> list[VertebraSample]:
     """Crops around each labelled vertebra's trabecular ROI centre (cached per case)."""
     key = "x".join(str(v) for v in spec.crop_size) + "_" + "x".join(f"{v:g}" for v in spec.spacing)
-    f = cache / f"vert_{row.case_id}_{key}_m{margin_vox}.npz"
+    f = cache / f"vert_{row.case_id}_{key}_m{margin_vox}_ctx.npz"
     big = _margin_spec(spec, margin_vox)
+    kvp = row_kvp(row)
     if f.exists():
         d = np.load(f, allow_pickle=False)
-        if "roi_hu" in d:
+        if "context" in d:
+            c = d["context"]
+            ctx = ScanContext(float(c[0]), float(c[1]), float(c[2]), bool(c[3]), bool(c[4]))
             return [
                 VertebraSample(
                     row.case_id,
@@ -228,6 +240,7 @@ def prepare_vertebra_samples(
                     d["crops"][i].astype(np.float32),
                     d["affines"][i],
                     float(h),
+                    ctx,
                 )
                 for i, (lv, b, h) in enumerate(zip(d["levels"], d["bmd"], d["roi_hu"]))
             ]
@@ -235,6 +248,7 @@ def prepare_vertebra_samples(
         raise ValueError(f"case {row.case_id} has no label map: crops are centred on the labelled bodies")
     vol = _load_canonical(row.image)
     lab = _load_canonical(row.label).array.astype(np.int16)
+    ctx = scan_context(vol.array, kvp)
     out: list[VertebraSample] = []
     boxes = ndimage.find_objects(np.clip(lab, 0, 100))
     for vid in np.unique(lab):
@@ -256,7 +270,7 @@ def prepare_vertebra_samples(
         aff[:3, 3] = np.asarray(m.center_mm) - (np.asarray(big.crop_size) - 1) / 2.0 * np.asarray(
             spec.spacing
         )
-        out.append(VertebraSample(row.case_id, name, row.bmd[name], crop, aff, m.hu_mean))
+        out.append(VertebraSample(row.case_id, name, row.bmd[name], crop, aff, m.hu_mean, ctx))
     cache.mkdir(parents=True, exist_ok=True)
     tmp = f.with_suffix(".tmp.npz")
     np.savez_compressed(
@@ -268,6 +282,7 @@ def prepare_vertebra_samples(
         if out
         else np.zeros((0, *big.crop_size), np.float16),
         affines=np.stack([s.crop_affine for s in out]) if out else np.zeros((0, 4, 4)),
+        context=np.array([ctx.kvp, ctx.fat_hu, ctx.soft_hu, ctx.kvp_known, ctx.refs_found], dtype=np.float64),
     )
     tmp.replace(f)
     return out
@@ -279,16 +294,23 @@ def augment_crop(
     rng: np.random.Generator | None,
     max_rot: float = 10.0,
     max_shift_mm: float = 4.0,
+    gain: float = 1.0,
+    offset: float = 0.0,
 ) -> torch.Tensor:
-    """The network input for a cached crop: rotation / translation when ``rng`` is given."""
+    """The network input for a cached crop: rotation / translation when ``rng`` is given.
+
+    ``gain`` and ``offset`` put the crop on a scanner whose HU scale is ``hu * gain + offset``
+    (the context channels must be given the same error: ``ScanContext.with_scale_error``).
+    """
     from ..transforms import rotation_matrix
 
     centre = (
         sample.crop_affine[:3, :3] @ ((np.asarray(sample.crop_hu.shape) - 1) / 2.0)
         + sample.crop_affine[:3, 3]
     )
+    hu = sample.crop_hu if gain == 1.0 and offset == 0.0 else sample.crop_hu * gain + offset
     if rng is None:
-        return extract_crop(sample.crop_hu, sample.crop_affine, centre, spec)
+        return extract_crop(hu, sample.crop_affine, centre, spec)
     rot = rotation_matrix(rng.uniform(-max_rot, max_rot, size=3).tolist())
     shift = rng.uniform(-max_shift_mm, max_shift_mm, size=3).tolist()
-    return extract_crop(sample.crop_hu, sample.crop_affine, centre, spec, rotation=rot, translation_mm=shift)
+    return extract_crop(hu, sample.crop_affine, centre, spec, rotation=rot, translation_mm=shift)

@@ -15,7 +15,7 @@ from monai.losses import FocalLoss
 
 from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..networks import make_densenet
-from ..transforms import CropSpec
+from ..transforms import CropSpec, context_channels
 from .common import TrainState, export_bundle, seed_everything, train_loop
 from .data import (
     VertebraSample,
@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 DEFAULT_CROP = CropSpec()
 #: The regressor predicts BMD / BMD_SCALE (targets near 1 train better than near 100).
 BMD_SCALE = 100.0
+#: Scanner HU-scale errors simulated in training (share of samples, gain SD, offset SD in HU).
+SCALE_ERROR_P = 0.7
+SCALE_ERROR_GAIN_SD = 0.04
+SCALE_ERROR_OFFSET_SD = 10.0
+#: The scan context the DenseNets take as extra channels (transforms.ScanContext.vector).
+CONTEXT_CHANNELS = ["kvp", "fat_hu", "soft_tissue_hu"]
 DENSENET_ARGS: dict[str, Any] = {
     "init_features": 16,
     "growth_rate": 12,
@@ -65,11 +71,17 @@ def _batches(samples: list[VertebraSample], spec: CropSpec, task: str, batch: in
             for _ in range(batch):
                 group = by_class[int(rng.integers(len(by_class)))]
                 s = samples[int(group[rng.integers(len(group))])]
-                x = augment_crop(s, spec, rng)
-                # Scanner variety the crop must not be fooled by: noise only (HU scale is the signal).
+                # A scanner whose HU scale is off (asynchronous calibration error): crop and
+                # internal references shift together, the truth does not.
+                gain, offset = 1.0, 0.0
+                if rng.random() < SCALE_ERROR_P:
+                    gain = float(rng.normal(1.0, SCALE_ERROR_GAIN_SD))
+                    offset = float(rng.normal(0.0, SCALE_ERROR_OFFSET_SD))
+                x = augment_crop(s, spec, rng, gain=gain, offset=offset)
+                # More noise than the scan had (low-dose scans).
                 if rng.random() < 0.5:
                     x = x + torch.randn_like(x) * float(rng.uniform(0, 25)) / spec.norm_scale
-                xs.append(x)
+                xs.append(context_channels(x, s.context.with_scale_error(gain, offset)))
                 if task == "classifier":
                     ys.append(torch.tensor(thresholds.class_index(s.bmd)))
                 else:
@@ -140,10 +152,11 @@ def train_densenet(
         raise ValueError(
             f"cohort {cohort}: {len(tr)} training and {len(va)} validation vertebrae; both must be > 0"
         )
-    val_x = torch.stack([augment_crop(s, spec, None) for s in va])
+    val_x = torch.stack([context_channels(augment_crop(s, spec, None), s.context) for s in va])
     val_bmd = np.array([s.bmd for s in va])
     n_out = len(CATEGORIES) if task == "classifier" else 1
-    model = make_densenet(n_out, **DENSENET_ARGS)
+    in_channels = 1 + len(CONTEXT_CHANNELS)
+    model = make_densenet(n_out, in_channels=in_channels, **DENSENET_ARGS)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=iterations, pct_start=0.1)
     if task == "classifier":
@@ -191,15 +204,21 @@ def train_densenet(
             if task == "classifier"
             else f"DenseNet BMD regressor (mg/cm3 = output x {BMD_SCALE:g}), MSE"
         ),
-        network={"_target_": "osteoscreen.networks.make_densenet", "out_channels": n_out, **DENSENET_ARGS},
+        network={
+            "_target_": "osteoscreen.networks.make_densenet",
+            "out_channels": n_out,
+            "in_channels": in_channels,
+            **DENSENET_ARGS,
+        },
         inference={
             **spec.to_dict(),
+            "context": {"channels": CONTEXT_CHANNELS, "default_kvp": 120.0},
             "output": {"classes": list(CATEGORIES)}
             if task == "classifier"
             else {"bmd_scale": BMD_SCALE, "unit": "mg/cm3"},
         },
         state=state,
         cohort={**cohort_info(cohort, len(rows)), "n_train_vertebrae": len(tr), "n_val_vertebrae": len(va)},
-        example_input=torch.zeros(2, 1, *spec.crop_size),
+        example_input=torch.zeros(2, in_channels, *spec.crop_size),
     )
     return state

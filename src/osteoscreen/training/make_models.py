@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..evaluation.run import HuRule, fit_hu_rule
-from ..synth.cohort import write_cohort
+from ..synth.cohort import GENERATOR_VERSION, write_cohort
 from .data import prepare_vertebra_samples, read_cohort
 from .densenet import DEFAULT_CROP, train_densenet
 from .segmenter import train_segmenter
@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reg-iterations", type=int, default=1000)
     p.add_argument("--cls-iterations", type=int, default=700)
     p.add_argument("--fresh", action="store_true", help="drop checkpoints first (caches kept)")
+    p.add_argument(
+        "--stages",
+        nargs="+",
+        choices=("segmenter", "densenet"),
+        default=["segmenter", "densenet"],
+        help="which models to retrain (the others in --models are kept)",
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
@@ -69,34 +76,54 @@ def main(argv: list[str] | None = None) -> int:
     fresh_cohort = True
     if cohort.exists() and params.exists():
         p_ = json.loads(params.read_text())
-        fresh_cohort = not (p_.get("n") == a.n and p_.get("seed") == a.seed and p_.get("profile") == "train")
+        fresh_cohort = not (
+            p_.get("n") == a.n
+            and p_.get("seed") == a.seed
+            and p_.get("profile") == "train"
+            and p_.get("generator_version") == GENERATOR_VERSION
+        )
     if fresh_cohort:
         shutil.rmtree(cohort_dir, ignore_errors=True)
         write_cohort(cohort_dir, a.n, a.seed, "train", dicom_share=0.0)
     timings = {"synth_s": round(time.perf_counter() - t0, 1)}
     runs = a.work / "runs"
-    if a.fresh:
+    trained = [
+        n
+        for n in SHIPPED
+        if (n.startswith("vbnet") and "segmenter" in a.stages)
+        or (n.startswith("densenet") and "densenet" in a.stages)
+    ]
+    if fresh_cohort:
+        # A new cohort invalidates the sample caches derived from the old one.
+        shutil.rmtree(runs / "cache", ignore_errors=True)
+    if a.fresh or fresh_cohort:
         # From scratch: drop checkpoints; the sample cache is derived from the cohort and kept.
-        for name in SHIPPED:
+        for name in trained:
             shutil.rmtree(runs / name, ignore_errors=True)
-    for stage, its in zip(("coarse", "fine"), a.seg_iterations):
-        t = time.perf_counter()
-        train_segmenter(cohort, runs, stage=stage, iterations=its, seed=0)
-        timings[f"vbnet_{stage}_s"] = round(time.perf_counter() - t, 1)
-    for task, its in (("regressor", a.reg_iterations), ("classifier", a.cls_iterations)):
-        t = time.perf_counter()
-        train_densenet(task, cohort, runs, iterations=its, seed=0)
-        timings[f"densenet_{task}_s"] = round(time.perf_counter() - t, 1)
+    if "segmenter" in a.stages:
+        for stage, its in zip(("coarse", "fine"), a.seg_iterations):
+            t = time.perf_counter()
+            train_segmenter(cohort, runs, stage=stage, iterations=its, seed=0)
+            timings[f"vbnet_{stage}_s"] = round(time.perf_counter() - t, 1)
+    if "densenet" in a.stages:
+        for task, its in (("regressor", a.reg_iterations), ("classifier", a.cls_iterations)):
+            t = time.perf_counter()
+            train_densenet(task, cohort, runs, iterations=its, seed=0)
+            timings[f"densenet_{task}_s"] = round(time.perf_counter() - t, 1)
     a.models.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED:
+    for name in trained:
         _install(runs / name, a.models / name)
     rule = fit_hu_rule_on_cohort(cohort, runs / "cache")
     (a.models / "hu_rule.json").write_text(
-        json.dumps({**rule.to_dict(), "cohort": {"n": a.n, "seed": a.seed}}, indent=2)
+        json.dumps(
+            {**rule.to_dict(), "cohort": {"n": a.n, "seed": a.seed, "generator_version": GENERATOR_VERSION}},
+            indent=2,
+        )
     )
     timings["total_s"] = round(time.perf_counter() - t0, 1)
-    (a.models / "TRAINING.json").write_text(
-        json.dumps({"cohort": {"n": a.n, "seed": a.seed}, "timings": timings}, indent=2)
+    cohort_info = {"n": a.n, "seed": a.seed, "generator_version": GENERATOR_VERSION}
+    (a.models / f"TRAINING_{'_'.join(a.stages)}.json").write_text(
+        json.dumps({"cohort": cohort_info, "stages": a.stages, "timings": timings}, indent=2)
     )
     print(json.dumps(timings))
     return 0

@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         "--time-limit", type=float, default=None, help="stop after this many seconds (best checkpoint kept)"
     )
     t.add_argument("--max-cases", type=int, default=None)
+    t.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="segmenter: fine-tune from this models folder's VB-Net bundles instead of random weights",
+    )
 
     v = sub.add_parser(
         "evaluate", help="run the pipeline on a cohort and write the study's tables and figures"
@@ -248,6 +254,7 @@ def _train(a: argparse.Namespace) -> int:
             resume=not a.no_resume,
             time_limit_s=a.time_limit,
             max_cases=a.max_cases,
+            init_from=a.init_from,
         )
         for name, st in states.items():
             print(f"{name}: best iteration {st.best_iteration}: {st.best_metrics}")

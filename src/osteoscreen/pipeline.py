@@ -406,8 +406,11 @@ def assemble_result(
         result.warnings.append(
             f"tube voltage unknown (no KVP in the input): {ctx.get('kvp'):g} kVp assumed by the BMD models"
         )
-    if ctx and not ctx.get("references_found", True):
-        result.warnings.append("fat or soft-tissue reference not found in the image: nominal values used")
+    if ctx and not ctx.get("fat_reference_used", True) and models.uses_context:
+        result.warnings.append(
+            "no usable fat reference in the image (too little fat in the field of view): "
+            "BMD read without the scan's internal calibration"
+        )
     if bodies.level_confidence == 0.0 and bodies.source == "vbnet":
         result.warnings.append("levels unknown: values are reported per body (V1, V2, ...) for review")
     doubtful = [v for v in vertebrae if {"fracture_suspected", "central_core_roi"} & set(v.roi.flags)]

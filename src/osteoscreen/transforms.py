@@ -193,6 +193,9 @@ DEFAULT_KVP = 120.0
 #: Search windows (HU) of the internal references, wide enough for scanner errors and kVp.
 _FAT_WINDOW = (-220.0, -40.0)
 _SOFT_WINDOW = (0.0, 110.0)
+#: A fat peak outside this range is not adipose tissue (a crop around the spine with little
+#: fat finds the window's edge instead): the reference is then not used.
+_FAT_PLAUSIBLE = (-150.0, -60.0)
 #: Fewer reference voxels than this (after 4x4x2 averaging) and the reference is not trusted.
 _MIN_REF_VOXELS = 500
 
@@ -203,39 +206,46 @@ class ScanContext:
 
     Attributes:
         kvp: tube voltage (DICOM KVP); ``DEFAULT_KVP`` where unknown.
-        fat_hu: CT number of adipose tissue (histogram mode inside the fat window).
-        soft_hu: CT number of the soft-tissue peak (muscle and organs).
+        fat_hu: CT number of adipose tissue (histogram mode inside the fat window), None when
+            the image holds too little fat.
+        soft_hu: CT number of the soft-tissue peak (reported, not given to the networks: on
+            real scans it mixes muscle, organs, bowel and fluid).
         kvp_known: False when ``kvp`` is the default.
-        refs_found: False when a reference had too few voxels and its nominal value is used.
     """
 
     kvp: float = DEFAULT_KVP
-    fat_hu: float = -100.0
-    soft_hu: float = 45.0
+    fat_hu: float | None = None
+    soft_hu: float | None = None
     kvp_known: bool = False
-    refs_found: bool = True
+
+    @property
+    def fat_usable(self) -> bool:
+        return self.fat_hu is not None and _FAT_PLAUSIBLE[0] <= self.fat_hu <= _FAT_PLAUSIBLE[1]
 
     def vector(self) -> list[float]:
-        """The network's extra input channels (about unit scale)."""
-        return [(self.kvp - DEFAULT_KVP) / 20.0, (self.fat_hu + 100.0) / 20.0, (self.soft_hu - 45.0) / 20.0]
+        """The networks' extra input channels: kVp, fat reference, and whether there is one."""
+        fat = (self.fat_hu + 100.0) / 20.0 if self.fat_usable and self.fat_hu is not None else 0.0
+        return [(self.kvp - DEFAULT_KVP) / 20.0, fat, 1.0 if self.fat_usable else 0.0]
 
     def with_scale_error(self, gain: float, offset: float) -> ScanContext:
         """The context of the same scan on a scanner whose HU scale is ``hu * gain + offset``."""
         return ScanContext(
             self.kvp,
-            self.fat_hu * gain + offset,
-            self.soft_hu * gain + offset,
+            None if self.fat_hu is None else self.fat_hu * gain + offset,
+            None if self.soft_hu is None else self.soft_hu * gain + offset,
             self.kvp_known,
-            self.refs_found,
         )
+
+    def without_fat(self) -> ScanContext:
+        return ScanContext(self.kvp, None, self.soft_hu, self.kvp_known)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "kvp": self.kvp,
             "kvp_known": self.kvp_known,
-            "fat_hu": round(self.fat_hu, 1),
-            "soft_tissue_hu": round(self.soft_hu, 1),
-            "references_found": self.refs_found,
+            "fat_hu": None if self.fat_hu is None else round(self.fat_hu, 1),
+            "fat_reference_used": self.fat_usable,
+            "soft_tissue_hu": None if self.soft_hu is None else round(self.soft_hu, 1),
         }
 
 
@@ -262,16 +272,12 @@ def scan_context(array: np.ndarray | torch.Tensor, kvp: float | None) -> ScanCon
     t = _as_5d(array)
     k = [min(4, t.shape[2]), min(4, t.shape[3]), min(2, t.shape[4])]
     small = F.avg_pool3d(t, kernel_size=k, stride=k).numpy().ravel()
-    fat = _histogram_mode(small, _FAT_WINDOW)
-    soft = _histogram_mode(small, _SOFT_WINDOW)
     known = kvp is not None and 60.0 <= float(kvp) <= 150.0
-    d = ScanContext()
     return ScanContext(
         kvp=float(kvp) if known else DEFAULT_KVP,  # type: ignore[arg-type]
-        fat_hu=d.fat_hu if fat is None else fat,
-        soft_hu=d.soft_hu if soft is None else soft,
+        fat_hu=_histogram_mode(small, _FAT_WINDOW),
+        soft_hu=_histogram_mode(small, _SOFT_WINDOW),
         kvp_known=known,
-        refs_found=fat is not None and soft is not None,
     )
 
 

@@ -129,7 +129,7 @@ def _phantom(fat: float, soft: float, noise: float, rng: np.random.Generator) ->
 def test_scan_context_finds_the_internal_references(noise: float) -> None:
     rng = np.random.default_rng(0)
     ctx = scan_context(_phantom(-100.0, 50.0, noise, rng), 100)
-    assert ctx.kvp == 100.0 and ctx.kvp_known and ctx.refs_found
+    assert ctx.kvp == 100.0 and ctx.kvp_known and ctx.fat_usable
     assert ctx.fat_hu == pytest.approx(-100.0, abs=6.0)
     assert ctx.soft_hu == pytest.approx(50.0, abs=6.0)
     # A scanner whose HU scale is off moves the references with it.
@@ -139,12 +139,15 @@ def test_scan_context_finds_the_internal_references(noise: float) -> None:
     assert not off.kvp_known and off.kvp == 120.0
 
 
-def test_scan_context_without_fat_falls_back_to_nominal_values() -> None:
+def test_scan_context_without_fat_says_so() -> None:
+    # Soft tissue only (a tight field of view around the spine): no fat reference.
     vol = np.full((40, 40, 10), 40.0, dtype=np.float32)
     ctx = scan_context(vol, 250)  # not a CT tube voltage: treated as unknown
-    assert not ctx.refs_found and not ctx.kvp_known
-    assert ctx.fat_hu == ScanContext().fat_hu
-    assert ctx.vector() == pytest.approx([0.0, 0.0, (40.0 - 45.0) / 20.0], abs=0.2)
+    assert ctx.fat_hu is None and not ctx.fat_usable and not ctx.kvp_known
+    assert ctx.vector() == [0.0, 0.0, 0.0]
+    # Some fat-like voxels, but their peak is at the window's edge: not adipose tissue.
+    edge = ScanContext(kvp=120.0, fat_hu=-45.0, kvp_known=True)
+    assert not edge.fat_usable and edge.vector()[2] == 0.0
 
 
 def test_context_channels_are_constant_planes() -> None:
@@ -152,7 +155,8 @@ def test_context_channels_are_constant_planes() -> None:
     ctx = ScanContext(kvp=80.0, fat_hu=-120.0, soft_hu=45.0, kvp_known=True)
     x = context_channels(crops, ctx)
     assert x.shape == (3, 4, 8, 8, 4)
-    assert torch.all(x[:, 1] == -2.0) and torch.all(x[:, 2] == -1.0) and torch.all(x[:, 3] == 0.0)
+    assert torch.all(x[:, 1] == -2.0) and torch.all(x[:, 2] == -1.0) and torch.all(x[:, 3] == 1.0)
     assert context_channels(crops[0], ctx).shape == (4, 8, 8, 4)
     shifted = ctx.with_scale_error(1.1, 10.0)
     assert shifted.fat_hu == pytest.approx(-122.0) and shifted.kvp == 80.0
+    assert ctx.without_fat().vector() == [-2.0, 0.0, 0.0]

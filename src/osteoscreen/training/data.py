@@ -224,14 +224,19 @@ def prepare_vertebra_samples(
 ) -> list[VertebraSample]:
     """Crops around each labelled vertebra's trabecular ROI centre (cached per case)."""
     key = "x".join(str(v) for v in spec.crop_size) + "_" + "x".join(f"{v:g}" for v in spec.spacing)
-    f = cache / f"vert_{row.case_id}_{key}_m{margin_vox}_ctx.npz"
+    f = cache / f"vert_{row.case_id}_{key}_m{margin_vox}_ctx2.npz"
     big = _margin_spec(spec, margin_vox)
     kvp = row_kvp(row)
     if f.exists():
         d = np.load(f, allow_pickle=False)
         if "context" in d:
-            c = d["context"]
-            ctx = ScanContext(float(c[0]), float(c[1]), float(c[2]), bool(c[3]), bool(c[4]))
+            c = d["context"]  # kvp, fat, soft (NaN: not found), kvp known
+            ctx = ScanContext(
+                float(c[0]),
+                None if np.isnan(c[1]) else float(c[1]),
+                None if np.isnan(c[2]) else float(c[2]),
+                bool(c[3]),
+            )
             return [
                 VertebraSample(
                     row.case_id,
@@ -282,7 +287,15 @@ def prepare_vertebra_samples(
         if out
         else np.zeros((0, *big.crop_size), np.float16),
         affines=np.stack([s.crop_affine for s in out]) if out else np.zeros((0, 4, 4)),
-        context=np.array([ctx.kvp, ctx.fat_hu, ctx.soft_hu, ctx.kvp_known, ctx.refs_found], dtype=np.float64),
+        context=np.array(
+            [
+                ctx.kvp,
+                np.nan if ctx.fat_hu is None else ctx.fat_hu,
+                np.nan if ctx.soft_hu is None else ctx.soft_hu,
+                ctx.kvp_known,
+            ],
+            dtype=np.float64,
+        ),
     )
     tmp.replace(f)
     return out

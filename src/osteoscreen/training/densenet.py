@@ -37,8 +37,10 @@ BMD_SCALE = 100.0
 SCALE_ERROR_P = 0.7
 SCALE_ERROR_GAIN_SD = 0.04
 SCALE_ERROR_OFFSET_SD = 10.0
+#: Share of samples trained as if the scan had no usable fat reference.
+FAT_DROPOUT_P = 0.15
 #: The scan context the DenseNets take as extra channels (transforms.ScanContext.vector).
-CONTEXT_CHANNELS = ["kvp", "fat_hu", "soft_tissue_hu"]
+CONTEXT_CHANNELS = ["kvp", "fat_hu", "fat_reference_used"]
 DENSENET_ARGS: dict[str, Any] = {
     "init_features": 16,
     "growth_rate": 12,
@@ -81,7 +83,11 @@ def _batches(samples: list[VertebraSample], spec: CropSpec, task: str, batch: in
                 # More noise than the scan had (low-dose scans).
                 if rng.random() < 0.5:
                     x = x + torch.randn_like(x) * float(rng.uniform(0, 25)) / spec.norm_scale
-                xs.append(context_channels(x, s.context.with_scale_error(gain, offset)))
+                ctx = s.context.with_scale_error(gain, offset)
+                if rng.random() < FAT_DROPOUT_P:
+                    # Scans without a usable fat reference (a tight field of view) must still work.
+                    ctx = ctx.without_fat()
+                xs.append(context_channels(x, ctx))
                 if task == "classifier":
                     ys.append(torch.tensor(thresholds.class_index(s.bmd)))
                 else:

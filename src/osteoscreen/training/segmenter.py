@@ -43,19 +43,29 @@ COARSE = StageConfig("vbnet_coarse", 4.0, (48, 48, 48), (8, 16, 32, 64), (1, 1, 
 FINE = StageConfig("vbnet_fine", 2.0, (48, 48, 48), (8, 16, 32, 64), (1, 1, 1), 2)
 
 
+#: Which class a foreground patch is centred on: bodies most, but the rarer classes that
+#: level labelling depends on (sacrum, ribs) often enough to be learnt.
+_CENTRE_CLASSES = {SegClass.BODY: 0.5, SegClass.SACRUM: 0.2, SegClass.RIB: 0.15, SegClass.DISC: 0.15}
+
+
 def _random_patch(
     img: np.ndarray,
     lab: np.ndarray,
     patch: tuple[int, int, int],
     rng: np.random.Generator,
     fg_prob: float = 0.7,
+    centre_classes: dict[SegClass, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     pad = [(0, max(0, p - s)) for p, s in zip(patch, img.shape)]
     if any(p[1] for p in pad):
         img = np.pad(img, pad, constant_values=-1000.0)
         lab = np.pad(lab, pad)
-    if rng.random() < fg_prob and (lab == SegClass.BODY).any():
-        fg = np.argwhere(lab == SegClass.BODY)
+    weights = centre_classes or {SegClass.BODY: 1.0}
+    present = [(c, w) for c, w in weights.items() if (lab == c).any()]
+    if rng.random() < fg_prob and present:
+        w = np.array([w for _, w in present])
+        cls = present[int(rng.choice(len(present), p=w / w.sum()))][0]
+        fg = np.argwhere(lab == cls)
         c = fg[rng.integers(len(fg))]
         start = [
             int(
@@ -87,7 +97,7 @@ def _batches(samples: list[tuple[np.ndarray, np.ndarray]], cfg: StageConfig) -> 
             xs, ys = [], []
             for _ in range(cfg.batch):
                 img, lab = samples[int(rng.integers(len(samples)))]
-                pi, pl = _random_patch(img, lab, cfg.patch, rng)
+                pi, pl = _random_patch(img, lab, cfg.patch, rng, centre_classes=_CENTRE_CLASSES)
                 pi = _augment(pi.astype(np.float32), rng)
                 if rng.random() < 0.3:
                     # Left-right mirror: the anatomy is nearly symmetric about the spine.
@@ -120,6 +130,24 @@ def _val_patches(
     return out
 
 
+def _load_init(model: nn.Module, bundle: Path) -> dict[str, str]:
+    """Start ``model`` from a bundle's weights (same architecture); returns its provenance."""
+    import json
+
+    ts = bundle / "models" / "model.ts"
+    if not ts.is_file():
+        raise ValueError(f"--init-from: no model at {ts}")
+    try:
+        model.load_state_dict(torch.jit.load(str(ts), map_location="cpu").state_dict())
+    except RuntimeError as exc:
+        raise ValueError(
+            f"--init-from {bundle}: not the same architecture ({str(exc).splitlines()[0]})"
+        ) from exc
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    log.info("fine-tuning from %s (version %s)", bundle, meta.get("version"))
+    return {"initialised_from": str(bundle), "initialised_from_version": str(meta.get("version"))}
+
+
 def _dice_eval(
     val: list[tuple[np.ndarray, np.ndarray]], model: nn.Module, *, divisor: int
 ) -> dict[str, float]:
@@ -150,10 +178,13 @@ def train_segmenter(
     progress: bool = True,
     time_limit_s: float | None = None,
     max_cases: int | None = None,
+    init_from: Path | None = None,
 ) -> dict[str, TrainState]:
     """Train the coarse and / or fine VB-Net on a cohort with tissue class maps.
 
-    Writes ``out/vbnet_coarse`` and ``out/vbnet_fine`` bundles.
+    Writes ``out/vbnet_coarse`` and ``out/vbnet_fine`` bundles. ``init_from`` (a models folder)
+    fine-tunes: each stage starts from that folder's bundle of the same name instead of random
+    weights (a run that already has checkpoints resumes from them instead).
     """
     if stage not in ("coarse", "fine", "both"):
         raise ValueError(f"stage must be coarse, fine or both, got {stage!r}")
@@ -187,6 +218,9 @@ def train_segmenter(
         tr = [pick(prepared[r.case_id]) for r in train_rows]
         va = _val_patches([pick(prepared[r.case_id]) for r in val_rows], cfg, 5, seed)
         model = VBNet(out_channels=len(SegClass), channels=cfg.channels, blocks=cfg.blocks)
+        init_info: dict[str, str] = {}
+        if init_from is not None and not (Path(out) / cfg.name / "checkpoints" / "last.pt").exists():
+            init_info = _load_init(model, Path(init_from) / cfg.name)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-5)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=iterations, pct_start=0.15)
         # Batch Dice: a patch without ribs or sacrum does not punish those classes.
@@ -248,6 +282,7 @@ def train_segmenter(
                 "n_train": len(train_rows),
                 "n_val": len(val_rows),
                 "train_seed": seed,
+                **init_info,
             },
             example_input=torch.zeros(1, 1, *cfg.patch),
         )

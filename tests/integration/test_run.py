@@ -19,6 +19,8 @@ from osteoscreen.roi.trabecular import trabecular_roi
 
 from .conftest import run_cli
 
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
 pytestmark = pytest.mark.slow
 
 
@@ -92,6 +94,25 @@ def test_given_segmentation_is_measured_exactly(demo_study: Path, tmp_path: Path
         checked += 1
     assert checked >= 3
     assert s["input"]["segmentation_source"] == "given label map"
+    # A NIfTI has no KVP: the assumption is stated; the fat reference of this trunk is found.
+    ctx = s["input"]["scan_context"]
+    assert ctx["kvp"] == 120.0 and not ctx["kvp_known"]
+    assert ctx["fat_reference_used"] and -130.0 < ctx["fat_hu"] < -70.0
+    if any(
+        "context" in json.loads((MODELS / m / "configs" / "inference.json").read_text())
+        for m in ("densenet_regressor", "densenet_classifier")
+    ):
+        assert any("tube voltage unknown" in w for w in s["warnings"])
+
+
+def test_kvp_of_a_nifti_input(demo_study: Path, tmp_path: Path) -> None:
+    args = ["--input", str(demo_study / "ct.nii.gz"), "--segmentation", str(demo_study / "bodies.nii.gz")]
+    proc = run_cli("run", *args, "--kvp", "100", "--output", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr
+    ctx = json.loads((tmp_path / "o" / "summary.json").read_text())["input"]["scan_context"]
+    assert ctx["kvp"] == 100.0 and ctx["kvp_known"]
+    proc = run_cli("run", *args, "--kvp", "300", "--output", str(tmp_path / "o2"))
+    assert proc.returncode == 2 and "60-150" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _assert_defined_failure(proc: subprocess.CompletedProcess[str], code: int) -> None:

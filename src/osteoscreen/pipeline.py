@@ -21,6 +21,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from . import __version__
 from .bmd.predict import predict_bmd
@@ -136,26 +137,40 @@ def labels_from_file(path: Path, volume: Volume, view: CanonicalView) -> Bodies:
 
 def measure_vertebrae(
     canon: Volume, bodies: Bodies, config: ScreeningConfig
-) -> tuple[list[RoiMeasurement], dict[int, np.ndarray]]:
-    """Trabecular ROI and HU statistics of every labelled body (top to bottom)."""
+) -> tuple[list[RoiMeasurement], np.ndarray]:
+    """Trabecular ROI and HU statistics of every labelled body (top to bottom).
+
+    Returns the measurements and the ROIs as one label map (the bodies' ids) on the canonical
+    grid. Each body is measured on its own box, so the cost does not grow with the volume.
+    """
     ids = [int(v) for v in np.unique(bodies.labels) if v > 0]
     # Anatomical order: known levels by id, unknown ones (101+) by their top-to-bottom number.
     ids.sort(key=lambda v: (v > UNKNOWN_LEVEL_BASE, v))
+    boxes = ndimage.find_objects(np.clip(bodies.labels, 0, None).astype(np.int32))
+    pad = [int(np.ceil(15.0 / s)) for s in canon.spacing]
+    roi_map = np.zeros(bodies.labels.shape, dtype=np.int16)
     out: list[RoiMeasurement] = []
-    rois: dict[int, np.ndarray] = {}
     for vid in ids:
+        box = boxes[vid - 1]
+        if box is None:
+            continue
+        sub = tuple(
+            slice(max(0, b.start - q), min(n, b.stop + q)) for b, q, n in zip(box, pad, bodies.labels.shape)
+        )
+        sub_aff = canon.affine.copy()
+        sub_aff[:3, 3] = canon.affine[:3, :3] @ np.array([b.start for b in sub]) + canon.affine[:3, 3]
         m, roi = measure_body(
-            canon.array,
-            bodies.labels == vid,
-            canon.affine,
+            canon.array[sub],
+            bodies.labels[sub] == vid,
+            sub_aff,
             canon.spacing,
             vid,
             config,
             touches_edge=bodies.touches_edge.get(vid, False),
         )
         out.append(m)
-        rois[vid] = roi
-    return out, rois
+        roi_map[sub][roi] = vid
+    return out, roi_map
 
 
 _EXCLUDING_FLAGS = {"metal", "fracture_suspected", "partial_in_view", "empty_roi"}
@@ -305,7 +320,7 @@ def write_outputs(
     volume: Volume,
     view: CanonicalView,
     labels_canon: np.ndarray,
-    rois: dict[int, np.ndarray],
+    rois: np.ndarray | dict[int, np.ndarray],
     out_dir: Path,
     stages: Stages,
 ) -> list[str]:

@@ -87,3 +87,37 @@ def test_height_ratio_sees_a_wedge() -> None:
         np.full(body.shape, 100.0, np.float32), wedge, np.eye(4), (1.0, 1.0, 1.0), 20, DEFAULT_CONFIG
     )
     assert "fracture_suspected" in m.flags
+
+
+def test_measure_vertebrae_on_boxes_equals_the_whole_volume() -> None:
+    from osteoscreen.io.volume import Volume
+    from osteoscreen.pipeline import Bodies, measure_vertebrae
+
+    rng = np.random.default_rng(3)
+    shape = (90, 70, 120)
+    labels = np.zeros(shape, dtype=np.int16)
+    labels[30:55, 20:45, 10:35] = name_to_id("L2")
+    labels[32:57, 22:47, 45:70] = name_to_id("L1")
+    labels[35:60, 25:45, 80:100] = 101  # a body of unknown level
+    hu = rng.normal(120.0, 30.0, shape).astype(np.float32)
+    hu[57:59, 30:33, 50:53] = 3000.0  # metal beside L1
+    aff = np.diag([0.8, 0.8, 1.5, 1.0])
+    aff[:3, 3] = (-30.0, 12.0, 400.0)
+    canon = Volume(hu, aff)
+    bodies = Bodies(labels, {101: True}, 0.8, [], [], "given")
+    ms, roi_map = measure_vertebrae(canon, bodies, DEFAULT_CONFIG)
+    assert [m.label_id for m in ms] == [name_to_id("L1"), name_to_id("L2"), 101]
+    for m in ms:
+        ref, ref_roi = measure_body(
+            hu,
+            labels == m.label_id,
+            aff,
+            canon.spacing,
+            m.label_id,
+            DEFAULT_CONFIG,
+            touches_edge=m.label_id == 101,
+        )
+        assert m.hu_mean == pytest.approx(ref.hu_mean) and m.roi_voxels == ref.roi_voxels
+        assert m.center_mm == pytest.approx(ref.center_mm) and m.flags == ref.flags
+        assert np.array_equal(roi_map == m.label_id, ref_roi)
+    assert "metal" in ms[0].flags and "partial_in_view" in ms[2].flags

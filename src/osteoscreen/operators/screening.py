@@ -62,7 +62,7 @@ class StudyState:
     warnings: list[str] = field(default_factory=list)
     bodies: Bodies | None = None
     measurements: list[RoiMeasurement] = field(default_factory=list)
-    rois: dict[int, Any] = field(default_factory=dict)
+    rois: Any = None  # ROI label map on the canonical grid
     vertebrae: list[VertebraResult] = field(default_factory=list)
     reason: str | None = None  # set when the study is not screenable
 

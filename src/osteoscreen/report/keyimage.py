@@ -60,7 +60,7 @@ _MARGIN_MM_Z = 15.0
 def render_key_image(
     volume_canonical: Volume,
     labels: np.ndarray,
-    rois: dict[int, np.ndarray] | None,
+    rois: np.ndarray | dict[int, np.ndarray] | None,
     result: ScreeningResult,
     path: str | os.PathLike[str],
 ) -> None:
@@ -69,7 +69,8 @@ def render_key_image(
     Args:
         volume_canonical: CT in RAS orientation (``Volume.canonical().volume``), in HU.
         labels: vertebral-body label map (ids of :mod:`osteoscreen.labels`) on the same grid.
-        rois: trabecular ROI masks by label id on the same grid, or None.
+        rois: trabecular ROIs on the same grid: a label map (the bodies' ids), a dict of
+            masks by label id, or None.
         result: the screening result to annotate.
         path: destination of the PNG; its folder must exist.
 
@@ -87,7 +88,7 @@ def render_key_image(
 def render_key_image_rgb(
     volume_canonical: Volume,
     labels: np.ndarray,
-    rois: dict[int, np.ndarray] | None,
+    rois: np.ndarray | dict[int, np.ndarray] | None,
     result: ScreeningResult,
 ) -> np.ndarray:
     """The key image as an RGB uint8 array (rows, columns, 3); arguments as :func:`render_key_image`."""
@@ -189,7 +190,10 @@ class _Plane:
 
 
 def _check(
-    volume: Volume, labels: np.ndarray, rois: dict[int, np.ndarray] | None, result: ScreeningResult
+    volume: Volume,
+    labels: np.ndarray,
+    rois: np.ndarray | dict[int, np.ndarray] | None,
+    result: ScreeningResult,
 ) -> None:
     if not isinstance(volume, Volume):
         raise TypeError(f"volume_canonical must be an osteoscreen Volume, got {type(volume).__name__}")
@@ -203,9 +207,14 @@ def _check(
         )
     if not isinstance(labels, np.ndarray) or labels.shape != volume.shape:
         raise ValueError(f"labels must be an array of the volume's shape {volume.shape}")
-    if rois is not None:
+    if isinstance(rois, np.ndarray):
+        if rois.shape != volume.shape:
+            raise ValueError(f"rois must be a label map of the volume's shape {volume.shape}")
+    elif rois is not None:
         if not isinstance(rois, dict):
-            raise TypeError(f"rois must be a dict of label id -> mask or None, got {type(rois).__name__}")
+            raise TypeError(
+                f"rois must be a label map, a dict of label id -> mask, or None; got {type(rois).__name__}"
+            )
         for label_id, mask in rois.items():
             if not isinstance(mask, np.ndarray) or mask.shape != volume.shape:
                 raise ValueError(f"rois[{label_id}] must be an array of the volume's shape {volume.shape}")
@@ -271,7 +280,10 @@ def _fmt(v: VertebraResult) -> str:
 
 
 def _figure(
-    volume: Volume, labels: np.ndarray, rois: dict[int, np.ndarray] | None, result: ScreeningResult
+    volume: Volume,
+    labels: np.ndarray,
+    rois: np.ndarray | dict[int, np.ndarray] | None,
+    result: ScreeningResult,
 ) -> Figure:
     _check(volume, labels, rois, result)
     centres = _centres_ijk(volume, result, labels)
@@ -336,7 +348,7 @@ def _draw_plane(
     plane: _Plane,
     array: np.ndarray,
     labels: np.ndarray,
-    rois: dict[int, np.ndarray] | None,
+    rois: np.ndarray | dict[int, np.ndarray] | None,
     vmin: float,
     vmax: float,
 ) -> None:
@@ -366,8 +378,12 @@ def _draw_plane(
                 colors=[np.array(colour_of(label_id)) / 255.0],
                 linewidths=1.4,
             )
-    for mask in (rois or {}).values():
-        roi2d = plane.cut(mask.astype(np.uint8))
+    if isinstance(rois, np.ndarray):
+        cut = plane.cut(rois)
+        roi_cuts = [cut == i for i in np.unique(cut) if i > 0]
+    else:
+        roi_cuts = [plane.cut(mask.astype(np.uint8)) for mask in (rois or {}).values()]
+    for roi2d in roi_cuts:
         if roi2d.any():
             ax.contour(
                 roi2d.astype(np.float32),

@@ -343,3 +343,18 @@ def test_write_csv_checks_row_length(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rows"):
         write_csv([["a"]], ["x", "y"], tmp_path / "bad.csv")
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_level_agreement_counts_right_wrong_spurious_and_missed() -> None:
+    from osteoscreen.evaluation.metrics import level_agreement
+
+    ref = np.zeros((10, 10, 40), dtype=np.int16)
+    pred = np.zeros_like(ref)
+    for i, vid in enumerate((19, 20, 21, 22)):
+        ref[2:8, 2:8, i * 10 : i * 10 + 8] = vid
+    pred[2:8, 2:8, 0:8] = 19  # right
+    pred[2:8, 2:8, 10:18] = 21  # L1 called L2
+    pred[2:8, 2:8, 20:28] = 102  # L2 with an unknown level
+    pred[0:2, 0:2, 30:38] = 23  # beside L3: no overlap
+    out = level_agreement(pred, ref)
+    assert out == {"n_pred": 4, "correct": 1, "wrong_level": 2, "spurious": 1, "n_ref": 4, "missed": 1}

@@ -39,6 +39,7 @@ __all__ = [
     "bmd_to_class_index",
     "classification_metrics",
     "dice_per_label",
+    "level_agreement",
     "regression_metrics",
     "roc_curves",
     "to_jsonable",
@@ -569,4 +570,42 @@ def aggregate_dice(
     everything = [d for v in values.values() for d in v]
     if everything:
         out["all"] = summary(everything)
+    return out
+
+
+def level_agreement(pred: ArrayLike, ref: ArrayLike, min_overlap: float = 0.3) -> dict[str, int]:
+    """How well the predicted bodies' levels match the reference bodies.
+
+    Each predicted body is matched to the reference body it overlaps most (at least
+    ``min_overlap`` of its voxels); it is ``correct`` when the ids agree, ``wrong_level`` when
+    they do not (an unknown level, 101+, counts as wrong), and ``spurious`` without a match.
+    A reference body that no predicted body matches is ``missed``.
+
+    Raises:
+        ValueError: if the shapes differ.
+    """
+    p = np.asarray(pred).astype(np.int64)
+    r = np.asarray(ref).astype(np.int64)
+    if p.shape != r.shape:
+        raise ValueError(f"pred and ref must have one shape, got {p.shape} and {r.shape}")
+    both = (p > 0) & (r > 0)
+    pairs, counts = np.unique(np.stack([p[both], r[both]]), axis=1, return_counts=True)
+    sizes = dict(zip(*np.unique(p[p > 0], return_counts=True)))
+    out = {"n_pred": len(sizes), "correct": 0, "wrong_level": 0, "spurious": 0, "n_ref": 0, "missed": 0}
+    matched_ref: set[int] = set()
+    for pid, size in sizes.items():
+        sel = pairs[0] == pid
+        if not sel.any():
+            out["spurious"] += 1
+            continue
+        k = int(np.argmax(counts[sel]))
+        rid, n = int(pairs[1][sel][k]), int(counts[sel][k])
+        if n < min_overlap * size:
+            out["spurious"] += 1
+            continue
+        matched_ref.add(rid)
+        out["correct" if rid == pid else "wrong_level"] += 1
+    ref_ids = {int(v) for v in np.unique(r) if v > 0}
+    out["n_ref"] = len(ref_ids)
+    out["missed"] = len(ref_ids - matched_ref)
     return out

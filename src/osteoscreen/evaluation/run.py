@@ -28,7 +28,14 @@ import numpy as np
 
 from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..training.data import CohortRow, read_cohort, row_kvp
-from .metrics import aggregate_dice, classification_metrics, dice_per_label, regression_metrics, to_jsonable
+from .metrics import (
+    aggregate_dice,
+    classification_metrics,
+    dice_per_label,
+    level_agreement,
+    regression_metrics,
+    to_jsonable,
+)
 
 __all__ = ["HuRule", "evaluate_cohort", "fit_hu_rule"]
 
@@ -99,6 +106,7 @@ def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
 
             ids = [name_to_id(n) for n in DICE_LEVELS]
             rec["dice"] = {str(k): v for k, v in dice_per_label(pred, ref, ids).items()}
+            rec["levels"] = level_agreement(pred, ref)
         del res
     return rec
 
@@ -238,6 +246,14 @@ def evaluate_cohort(
             "dice_per_level": {k: v.get("mean") for k, v in agg.items() if k != "all"},
             "dice_detail": agg,
         }
+    lv = [r["levels"] for r in records if "levels" in r]
+    if lv:
+        tot = {k: int(sum(d[k] for d in lv)) for k in lv[0]}
+        metrics["segmentation"]["levels"] = {
+            **tot,
+            "accuracy": tot["correct"] / max(1, tot["correct"] + tot["wrong_level"]),
+            "cases_all_correct": sum(d["correct"] == d["n_pred"] and d["missed"] == 0 for d in lv) / len(lv),
+        }
     if rule is not None and "hu_rule" in own:
         metrics["baselines"]["hu_rule"] = {**own["hu_rule"], "rule": rule.to_dict()}
     if ref is not None:
@@ -265,12 +281,22 @@ def evaluate_cohort(
             "## Table 3: regression (mg/cm3)",
             tables.table3_markdown(t3, bland_altman=True),
         ]
-        if metrics["segmentation"]:
+        if metrics["segmentation"].get("dice_per_level"):
             md += ["", "## Segmentation Dice per level", "| level | mean Dice |", "|---|---|"]
             md += [
                 f"| {k} | {v:.3f} |"
                 for k, v in metrics["segmentation"]["dice_per_level"].items()
                 if v is not None
+            ]
+        if metrics["segmentation"].get("levels"):
+            lv_m = metrics["segmentation"]["levels"]
+            md += [
+                "",
+                "## Level labelling (own segmentation against the reference bodies)",
+                f"{lv_m['correct']} of {lv_m['correct'] + lv_m['wrong_level']} matched bodies have the right "
+                f"level ({lv_m['accuracy']:.3f}); {lv_m['spurious']} spurious, {lv_m['missed']} of "
+                f"{lv_m['n_ref']} reference bodies missed; every level right in "
+                f"{lv_m['cases_all_correct']:.1%} of cases.",
             ]
         (out / "tables.md").write_text("\n".join(md) + "\n")
         tables.table1_csv(t1, out / "table1.csv")

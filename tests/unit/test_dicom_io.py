@@ -402,6 +402,13 @@ def test_plausible_ct_rule() -> None:
     check_plausible_ct(_hu_volume((10, 10, 10)))
     with pytest.raises(NotScreenableError):
         check_plausible_ct(np.random.default_rng(0).uniform(0, 4095, (10, 10, 10)))  # raw, no rescale
+    # A wide field of view: mostly air and soft tissue, bone in 0.5 % of the voxels.
+    wide = np.full((100, 100, 40), -1000.0, dtype=np.float32)
+    wide[20:80, 20:80] = 40.0
+    wide[45:55, 45:55, :20] = 300.0
+    check_plausible_ct(wide)
+    with pytest.raises(NotScreenableError, match="label map"):
+        check_plausible_ct(np.repeat(np.arange(25, dtype=np.int16), 40).reshape(10, 10, 10))
 
 
 # ------------------------------------------------------------------------------------------

@@ -781,10 +781,11 @@ def check_plausible_ct(array: np.ndarray, what: str = "volume") -> None:
     finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         raise NotScreenableError(f"{what} holds no finite values")
-    p1, p99 = (float(v) for v in np.percentile(finite, [1, 99]))
+    # 99.9th, not 99th: in a wide field of view (much air, lungs) bone can be under 1 % of voxels.
+    p1, p99 = (float(v) for v in np.percentile(finite, [1, 99.9]))
     if not (p1 < PLAUSIBLE_CT_P1_MAX and p99 > PLAUSIBLE_CT_P99_MIN):
         raise NotScreenableError(
-            f"{what} does not look like CT in Hounsfield units (1st percentile {p1:.0f}, 99th "
+            f"{what} does not look like CT in Hounsfield units (1st percentile {p1:.0f}, 99.9th "
             f"{p99:.0f}; CT needs values below {PLAUSIBLE_CT_P1_MAX:.0f} and above "
             f"{PLAUSIBLE_CT_P99_MIN:.0f}): is it a label map or another modality?"
         )

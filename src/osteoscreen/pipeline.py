@@ -185,7 +185,7 @@ def classify_vertebrae(
 ) -> list[VertebraResult]:
     """DenseNet BMD and category for each measured body.
 
-    The scan's context (kVp, internal fat and soft-tissue references) is measured here and
+    The scan's context (kVp, the internal fat reference) is measured here and
     kept in ``canon.meta["scan_context"]`` for the summary.
     """
     context = scan_context(canon.array, canon.meta.get("kvp"))

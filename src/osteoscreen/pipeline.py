@@ -32,7 +32,7 @@ from .io.volume import CanonicalView, Volume, read_nifti
 from .labels import UNKNOWN_LEVEL_BASE
 from .models import ModelSet, load_models
 from .results import PatientResult, RoiMeasurement, ScreeningResult, VertebraResult
-from .roi.measure import measure_body
+from .roi.measure import measure_labelled_body
 from .segmentation.inference import segment_classes
 from .segmentation.levels import assign_levels, find_bodies
 from .transforms import scan_context
@@ -147,24 +147,18 @@ def measure_vertebrae(
     # Anatomical order: known levels by id, unknown ones (101+) by their top-to-bottom number.
     ids.sort(key=lambda v: (v > UNKNOWN_LEVEL_BASE, v))
     boxes = ndimage.find_objects(np.clip(bodies.labels, 0, None).astype(np.int32))
-    pad = [int(np.ceil(15.0 / s)) for s in canon.spacing]
     roi_map = np.zeros(bodies.labels.shape, dtype=np.int16)
     out: list[RoiMeasurement] = []
     for vid in ids:
-        box = boxes[vid - 1]
-        if box is None:
+        if boxes[vid - 1] is None:
             continue
-        sub = tuple(
-            slice(max(0, b.start - q), min(n, b.stop + q)) for b, q, n in zip(box, pad, bodies.labels.shape)
-        )
-        sub_aff = canon.affine.copy()
-        sub_aff[:3, 3] = canon.affine[:3, :3] @ np.array([b.start for b in sub]) + canon.affine[:3, 3]
-        m, roi = measure_body(
-            canon.array[sub],
-            bodies.labels[sub] == vid,
-            sub_aff,
-            canon.spacing,
+        m, roi, sub = measure_labelled_body(
+            canon.array,
+            bodies.labels,
+            boxes[vid - 1],
             vid,
+            canon.affine,
+            canon.spacing,
             config,
             touches_edge=bodies.touches_edge.get(vid, False),
         )

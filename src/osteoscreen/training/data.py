@@ -26,7 +26,7 @@ from scipy import ndimage
 from ..config import DEFAULT_CONFIG
 from ..io.volume import Volume, read_nifti
 from ..labels import id_to_name
-from ..roi.measure import measure_body
+from ..roi.measure import measure_labelled_body
 from ..segmentation.spine_box import spine_box_from_classes
 from ..transforms import CropSpec, ScanContext, extract_crop, resample, resample_labels, scan_context
 
@@ -267,13 +267,9 @@ def prepare_vertebra_samples(
         if box[2].start == 0 or box[2].stop == lab.shape[2]:
             continue
         # The same measurement as the pipeline's (ROI, QC, centre), on the reference body.
-        # On the body's box (wider than measure_body's own 10 mm margin): same numbers, and
-        # no whole-volume pass per vertebra.
-        pad = [int(np.ceil(15.0 / sp)) for sp in vol.spacing]
-        sub = tuple(slice(max(0, b.start - q), min(n, b.stop + q)) for b, q, n in zip(box, pad, lab.shape))
-        sub_aff = vol.affine.copy()
-        sub_aff[:3, 3] = vol.affine[:3, :3] @ np.array([b.start for b in sub]) + vol.affine[:3, 3]
-        m, _ = measure_body(vol.array[sub], lab[sub] == vid, sub_aff, vol.spacing, int(vid), DEFAULT_CONFIG)
+        m, _, _ = measure_labelled_body(
+            vol.array, lab, box, int(vid), vol.affine, vol.spacing, DEFAULT_CONFIG
+        )
         if m.roi_voxels < DEFAULT_CONFIG.min_roi_voxels or "central_core_roi" in m.flags:
             continue
         crop = extract_crop(vol.array, vol.affine, m.center_mm, big)[0].numpy()

@@ -270,6 +270,7 @@ def _train(a: argparse.Namespace) -> int:
             resume=not a.no_resume,
             time_limit_s=a.time_limit,
             max_cases=a.max_cases,
+            init_from=a.init_from,
         )
         print(f"densenet_{a.model}: best iteration {st.best_iteration}: {st.best_metrics}")
     return EXIT_OK

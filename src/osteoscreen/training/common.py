@@ -26,7 +26,14 @@ from torch import nn
 
 from .. import __version__
 
-__all__ = ["TrainState", "code_version", "export_bundle", "seed_everything", "train_loop"]
+__all__ = [
+    "TrainState",
+    "code_version",
+    "export_bundle",
+    "load_init_weights",
+    "seed_everything",
+    "train_loop",
+]
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +223,19 @@ def export_bundle(
     with open(out / "configs" / "inference.json", "w") as fh:
         json.dump({"network_def": network, **inference}, fh, indent=2)
     return out
+
+
+def load_init_weights(model: nn.Module, bundle: Path) -> dict[str, str]:
+    """Start ``model`` from a bundle's weights (same architecture); returns its provenance."""
+    ts = bundle / "models" / "model.ts"
+    if not ts.is_file():
+        raise ValueError(f"init-from: no model at {ts}")
+    try:
+        model.load_state_dict(torch.jit.load(str(ts), map_location="cpu").state_dict())
+    except RuntimeError as exc:
+        raise ValueError(
+            f"init-from {bundle}: not the same architecture ({str(exc).splitlines()[0]})"
+        ) from exc
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    log.info("fine-tuning from %s (version %s)", bundle, meta.get("version"))
+    return {"initialised_from": str(bundle), "initialised_from_version": str(meta.get("version"))}

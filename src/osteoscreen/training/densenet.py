@@ -16,7 +16,7 @@ from monai.losses import FocalLoss
 from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..networks import make_densenet
 from ..transforms import CropSpec, context_channels
-from .common import TrainState, export_bundle, seed_everything, train_loop
+from .common import TrainState, export_bundle, load_init_weights, seed_everything, train_loop
 from .data import (
     VertebraSample,
     augment_crop,
@@ -139,8 +139,13 @@ def train_densenet(
     progress: bool = True,
     time_limit_s: float | None = None,
     max_cases: int | None = None,
+    init_from: Path | None = None,
 ) -> TrainState:
-    """Train ``task`` ("classifier" or "regressor") and export ``out/densenet_<task>``."""
+    """Train ``task`` ("classifier" or "regressor") and export ``out/densenet_<task>``.
+
+    ``init_from`` (a models folder) fine-tunes: training starts from that folder's bundle of the
+    same name (a run that already has checkpoints resumes from them instead).
+    """
     if task not in ("classifier", "regressor"):
         raise ValueError(f"task must be 'classifier' or 'regressor', got {task!r}")
     rows = read_cohort(cohort)
@@ -163,6 +168,11 @@ def train_densenet(
     n_out = len(CATEGORIES) if task == "classifier" else 1
     in_channels = 1 + len(CONTEXT_CHANNELS)
     model = make_densenet(n_out, in_channels=in_channels, **DENSENET_ARGS)
+    name = f"densenet_{task}"
+    sdir = Path(out) / name
+    init_info: dict[str, str] = {}
+    if init_from is not None and not (sdir / "checkpoints" / "last.pt").exists():
+        init_info = load_init_weights(model, Path(init_from) / name)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=iterations, pct_start=0.1)
     if task == "classifier":
@@ -183,8 +193,6 @@ def train_densenet(
             # Combined: MAE in mg/cm3 and the category accuracy it implies.
             return -m["mae"] / 10.0 + m["accuracy"]
 
-    name = f"densenet_{task}"
-    sdir = Path(out) / name
     state = train_loop(
         model=model,
         optimizer=opt,
@@ -224,7 +232,12 @@ def train_densenet(
             else {"bmd_scale": BMD_SCALE, "unit": "mg/cm3"},
         },
         state=state,
-        cohort={**cohort_info(cohort, len(rows)), "n_train_vertebrae": len(tr), "n_val_vertebrae": len(va)},
+        cohort={
+            **cohort_info(cohort, len(rows)),
+            "n_train_vertebrae": len(tr),
+            "n_val_vertebrae": len(va),
+            **init_info,
+        },
         example_input=torch.zeros(2, in_channels, *spec.crop_size),
     )
     return state

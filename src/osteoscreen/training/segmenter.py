@@ -16,7 +16,7 @@ from torch import nn
 from ..labels import SegClass
 from ..networks import VBNet
 from ..transforms import normalize_hu
-from .common import TrainState, export_bundle, seed_everything, train_loop
+from .common import TrainState, export_bundle, load_init_weights, seed_everything, train_loop
 from .data import SegSample, prepare_all, prepare_seg_sample, read_cohort, split_cases
 from .densenet import cohort_info
 
@@ -130,24 +130,6 @@ def _val_patches(
     return out
 
 
-def _load_init(model: nn.Module, bundle: Path) -> dict[str, str]:
-    """Start ``model`` from a bundle's weights (same architecture); returns its provenance."""
-    import json
-
-    ts = bundle / "models" / "model.ts"
-    if not ts.is_file():
-        raise ValueError(f"--init-from: no model at {ts}")
-    try:
-        model.load_state_dict(torch.jit.load(str(ts), map_location="cpu").state_dict())
-    except RuntimeError as exc:
-        raise ValueError(
-            f"--init-from {bundle}: not the same architecture ({str(exc).splitlines()[0]})"
-        ) from exc
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    log.info("fine-tuning from %s (version %s)", bundle, meta.get("version"))
-    return {"initialised_from": str(bundle), "initialised_from_version": str(meta.get("version"))}
-
-
 def _dice_eval(
     val: list[tuple[np.ndarray, np.ndarray]], model: nn.Module, *, divisor: int
 ) -> dict[str, float]:
@@ -220,7 +202,7 @@ def train_segmenter(
         model = VBNet(out_channels=len(SegClass), channels=cfg.channels, blocks=cfg.blocks)
         init_info: dict[str, str] = {}
         if init_from is not None and not (Path(out) / cfg.name / "checkpoints" / "last.pt").exists():
-            init_info = _load_init(model, Path(init_from) / cfg.name)
+            init_info = load_init_weights(model, Path(init_from) / cfg.name)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-5)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=iterations, pct_start=0.15)
         # Batch Dice: a patch without ribs or sacrum does not punish those classes.

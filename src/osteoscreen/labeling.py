@@ -450,6 +450,7 @@ def finetune_segmenter(
 
     if not cases:
         raise InputError("no labelled study to train on: save a corrected label first")
+    Path(store).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".train-segmenter-", dir=Path(store).parent))
     try:
         rows: list[dict[str, Any]] = []
@@ -562,6 +563,7 @@ def retrain_bmd_models(
     cases = [c for c in cases if c.bmd]
     if not cases:
         raise InputError("no study with reference BMD values and a label map to train on")
+    Path(store).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".train-bmd-", dir=Path(store).parent))
     try:
         rows: list[dict[str, Any]] = []

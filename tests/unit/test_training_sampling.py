@@ -7,7 +7,8 @@ import pytest
 
 from osteoscreen.labels import SegClass
 from osteoscreen.networks import VBNet
-from osteoscreen.training.segmenter import FINE, _load_init, _random_patch
+from osteoscreen.training.common import load_init_weights
+from osteoscreen.training.segmenter import FINE, _random_patch
 
 
 def test_patches_find_a_rare_class() -> None:
@@ -38,10 +39,10 @@ def test_init_from_needs_the_same_architecture(tmp_path: Path) -> None:
     if not (models / "models" / "model.ts").is_file():
         pytest.skip("no shipped vbnet_fine bundle in this checkout")
     net = VBNet(out_channels=len(SegClass), channels=FINE.channels, blocks=FINE.blocks)
-    info = _load_init(net, models)
+    info = load_init_weights(net, models)
     assert info["initialised_from"].endswith("vbnet_fine")
     other = VBNet(out_channels=len(SegClass), channels=(4, 8, 16, 32), blocks=FINE.blocks)
     with pytest.raises(ValueError, match="same architecture"):
-        _load_init(other, models)
+        load_init_weights(other, models)
     with pytest.raises(ValueError, match="no model"):
-        _load_init(net, tmp_path)
+        load_init_weights(net, tmp_path)

@@ -72,8 +72,8 @@ def find_bodies(
     body = full[box]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     lab, n = ndimage.label(body)
-    if n >= 2:
-        lab, n = _split_merged(lab, n, spacing, voxel_ml, min_volume_ml)
+    if n >= 1:
+        lab, n = _split_merged(lab, n, spacing, voxel_ml, min_volume_ml, classes[box] == SegClass.DISC)
     if n == 0:
         return inst, []
     objs = ndimage.find_objects(lab)
@@ -159,21 +159,36 @@ def _on_the_column(
     return [t for t, k in zip(found, keep) if k]
 
 
-def _split_merged(
-    lab: np.ndarray, n: int, spacing: tuple[float, float, float], voxel_ml: float, min_volume_ml: float
-) -> tuple[np.ndarray, int]:
-    """Cut components that span several body heights at their narrowest slices (missed discs).
+#: Taller than this (mm) no single vertebral body is (lumbar bodies are 25-30 mm high): a
+#: median component height above it means most bodies are joined, and the typical height
+#: ``_TYPICAL_BODY_MM`` is used instead to decide how many bodies a component holds.
+_MAX_BODY_MM = 38.0
+_TYPICAL_BODY_MM = 27.0
 
-    A component much taller than the median body is two or more bodies joined where the disc
-    was not found; the cross-section is smallest at the joint, so the cut goes there.
+
+def _split_merged(
+    lab: np.ndarray,
+    n: int,
+    spacing: tuple[float, float, float],
+    voxel_ml: float,
+    min_volume_ml: float,
+    disc: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """Cut components that span several body heights at their joints (missed discs).
+
+    A component much taller than a body is two or more bodies joined where the disc was not
+    (fully) found; the cut goes where the cross-section is smallest and the partial disc the
+    segmenter did see is largest.
     """
     objs = ndimage.find_objects(lab)
     sizes = ndimage.sum_labels(lab > 0, lab, index=np.arange(1, n + 1))
     heights = np.array([(o[2].stop - o[2].start) * spacing[2] for o in objs])
     big = sizes * voxel_ml >= min_volume_ml
-    if big.sum() < 2:
+    if not big.any():
         return lab, n
     med = float(np.median(heights[big]))
+    if med > _MAX_BODY_MM or big.sum() < 2:
+        med = min(med, _TYPICAL_BODY_MM)
     cut = False
     for i, o in enumerate(objs):
         pieces = int(round(heights[i] / med)) if med > 0 else 1
@@ -181,10 +196,14 @@ def _split_merged(
             continue
         comp = lab[o] == i + 1
         area = comp.sum(axis=(0, 1)).astype(float)
+        if disc is not None:
+            # Disc voxels under the component's footprint, slice by slice.
+            foot = comp.any(axis=2)
+            area = area - 2.0 * (disc[o] & foot[:, :, None]).sum(axis=(0, 1))
         nz = len(area)
         gap = max(1, int(round(0.6 * med / spacing[2])))
         edge = max(1, int(round(0.3 * med / spacing[2])))
-        order = np.argsort(area[edge : nz - edge]) + edge
+        order = np.argsort(area[edge : nz - edge], kind="stable") + edge
         chosen: list[int] = []
         for k in order:
             if all(abs(int(k) - c) >= gap for c in chosen):

@@ -63,10 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--stages",
         nargs="+",
-        choices=("segmenter", "densenet"),
-        default=["segmenter", "densenet"],
-        help="which models to retrain (the others in --models are kept)",
+        choices=("segmenter", "real", "densenet"),
+        default=["segmenter", "real", "densenet"],
+        help="which models to retrain (the others in --models are kept); real: fine-tune the fine "
+        "VB-Net on the VerSe real CTs (--verse) plus the synthetic cohort",
     )
+    p.add_argument(
+        "--verse",
+        type=Path,
+        default=Path("../shared/data/ct/verse/ct_and_labels"),
+        help="real CTs with whole-vertebra labels for the 'real' stage (skipped where absent)",
+    )
+    p.add_argument("--real-iterations", type=int, default=2000)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
@@ -105,6 +113,20 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             train_segmenter(cohort, runs, stage=stage, iterations=its, seed=0)
             timings[f"vbnet_{stage}_s"] = round(time.perf_counter() - t, 1)
+    if "real" in a.stages:
+        from .real import finetune_on_real, verse_pairs
+
+        if verse_pairs(a.verse):
+            t = time.perf_counter()
+            # Starts from the fine VB-Net just trained, or else the one in --models.
+            init = runs if "segmenter" in a.stages else a.models
+            shutil.rmtree(a.work / "runs_real" / "vbnet_fine", ignore_errors=True)
+            finetune_on_real(cohort, a.verse, a.work / "runs_real", init, iterations=a.real_iterations)
+            timings["vbnet_fine_real_s"] = round(time.perf_counter() - t, 1)
+            trained = [n for n in trained if n != "vbnet_fine"]
+            _install(a.work / "runs_real" / "vbnet_fine", a.models / "vbnet_fine")
+        else:
+            print(f"no VerSe cases in {a.verse}: the 'real' fine-tuning stage is skipped")
     if "densenet" in a.stages:
         for task, its in (("regressor", a.reg_iterations), ("classifier", a.cls_iterations)):
             t = time.perf_counter()

@@ -45,6 +45,31 @@ def test_reference_trabecular_values_with_given_segmentation(shared_data: Path, 
         assert got[level]["trabecular_hu_mean"] == pytest.approx(mean, abs=1.0), level
 
 
+def test_own_segmentation_of_the_real_example(shared_data: Path, tmp_path: Path) -> None:
+    """The VB-Net (fine stage fine-tuned on the VerSe CTs; this CT never seen) on a real scan.
+
+    Measured with the shipped models: every level T12-L5 right (from the last rib); Dice T12
+    0.825, L1 0.744, L2 0.797, L3 0.851, L4 0.879, L5 0.688; L1 HU within 2 of the reference.
+    The issue's goals (Dice >= 0.85 each, HU within 8 for L1-L3) are not all met yet; this
+    guards what is.
+    """
+    import nibabel as nib
+
+    ex = shared_data / "ct" / "totalseg_example"
+    proc = run_cli("run", "--input", str(ex / "example_ct.nii.gz"), "--output", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    pred = np.asanyarray(nib.load(tmp_path / "vertebrae_seg.nii.gz").dataobj)
+    ref = np.asanyarray(nib.load(ex / "labels" / "vertebral_bodies_verse.nii.gz").dataobj)
+    s = json.loads((tmp_path / "summary.json").read_text())
+    got = {v["label"]: v for v in s["vertebrae"]}
+    for vid, level in ((19, "T12"), (20, "L1"), (21, "L2"), (22, "L3"), (23, "L4")):
+        a, b = pred == vid, ref == vid
+        dice = 2 * (a & b).sum() / (a.sum() + b.sum())
+        assert dice >= 0.7, (level, dice)
+        assert level in got
+    assert got["L1"]["trabecular_hu_mean"] == pytest.approx(REFERENCE["L1"][1], abs=8.0)
+
+
 @pytest.fixture(scope="module")
 def example_as_dicom(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     vol = read_nifti(shared_data / "ct" / "totalseg_example" / "example_ct.nii.gz")

@@ -115,6 +115,30 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cw, cw[-1] / 2.0)])
 
 
+def _column_at(xyz: np.ndarray, vol: np.ndarray, z: float) -> tuple[float, float]:
+    """Where the column of these bodies passes at height ``z`` (mm, in-plane x and y).
+
+    The column curves (lordosis, kyphosis): its position is the bodies' volume-weighted median
+    moved along the median of their pairwise slopes (robust to one body that is not a body).
+    """
+    cz = _weighted_median(xyz[:, 2], vol)
+    cx = _weighted_median(xyz[:, 0], vol)
+    cy = _weighted_median(xyz[:, 1], vol)
+    # Slopes from the body-sized candidates only (a fragment's centroid says little).
+    pts = xyz[vol >= _MIN_RELATIVE_VOLUME * float(np.median(vol))]
+    if len(pts) >= 2:
+        i, j = np.triu_indices(len(pts), k=1)
+        dz = pts[j, 2] - pts[i, 2]
+        ok = np.abs(dz) >= 10.0
+        if ok.any():
+            sx = float(np.median((pts[j, 0] - pts[i, 0])[ok] / dz[ok]))
+            sy = float(np.median((pts[j, 1] - pts[i, 1])[ok] / dz[ok]))
+            # A column tilts, it does not lie down: slopes are capped at 1 mm per mm.
+            cx += float(np.clip(sx, -1.0, 1.0)) * (z - cz)
+            cy += float(np.clip(sy, -1.0, 1.0)) * (z - cz)
+    return cx, cy
+
+
 def _on_the_column(
     found: list[tuple[float, int, int, tuple[float, float, float], tuple[int, int]]],
     spacing: tuple[float, float, float],
@@ -138,9 +162,7 @@ def _on_the_column(
             near[i] = False
             if near.sum() < 2:
                 continue
-            w = vol[near]
-            cx = _weighted_median(xyz[near, 0], w)
-            cy = _weighted_median(xyz[near, 1], w)
+            cx, cy = _column_at(xyz[near], vol[near], xyz[i, 2])
             new[i] = float(np.hypot(xyz[i, 0] - cx, xyz[i, 1] - cy)) <= _COLUMN_TOLERANCE_MM
         if new.sum() >= 2:
             keep = new

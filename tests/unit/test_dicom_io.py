@@ -477,3 +477,15 @@ def test_scan_copies_of_one_file_are_duplicates(tmp_path: Path) -> None:
         shutil.copy(paths[0], tmp_path / "one" / f"copy{i}.dcm")
     with pytest.raises(NotScreenableError, match="only 1 slice"):
         load_volume(tmp_path / "one")
+
+
+def test_scanner_order_stores_slices_the_usual_way_up(tmp_path: Path) -> None:
+    arr = _hu_volume((24, 20, 25))
+    aff = _affine((0.8, 0.9, 2.0), (-10.5, 20.25, -300.0))  # RAS: i to the right, j to the front
+    paths = _write(Volume(arr, aff), tmp_path / "scanner", scanner_order=True)
+    ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    assert [float(v) for v in ds.ImageOrientationPatient] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    vol, _ = load_volume(tmp_path / "scanner")
+    a, b = vol.canonical().volume, Volume(arr, aff).canonical().volume
+    np.testing.assert_array_equal(a.array, b.array)
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-5)

@@ -48,6 +48,20 @@ def _as_lps_axial(volume: Volume) -> Volume:
     return Volume(array=array, affine=affine, meta=dict(volume.meta), source_datasets=[])
 
 
+def _scanner_in_plane(volume: Volume) -> Volume:
+    """An axial volume with its in-plane axes flipped / swapped to L, P (k unchanged)."""
+    ornt = io_orientation(volume.affine)
+    if int(ornt[2, 0]) != 2:
+        return volume
+    target = np.array([[0, -1], [1, -1], [2, ornt[2, 1]]], dtype=float)  # L, P, k as it is
+    if np.array_equal(ornt, target):
+        return volume
+    tf = ornt_transform(ornt, target)
+    array = np.ascontiguousarray(apply_orientation(volume.array, tf))
+    affine = volume.affine @ inv_ornt_aff(tf, volume.array.shape)
+    return Volume(array=array, affine=affine, meta=dict(volume.meta), source_datasets=[])
+
+
 def _ds(value: float) -> str:
     """A DS string of at most 16 characters, as precise as that allows."""
     return format_number_as_ds(float(value))
@@ -159,6 +173,7 @@ def write_ct_series(
     manufacturer: str = "osteoscreen-synth",
     slice_thickness: float | None = None,
     extra: Mapping[str, Any] | None = None,
+    scanner_order: bool = False,
 ) -> list[Path]:
     """Write a HU volume as a single-frame CT Image Storage series, one file per k slice.
 
@@ -183,6 +198,10 @@ def write_ct_series(
         extra: more attributes by DICOM keyword (e.g. {"PatientSex": "F", "PatientAge": "064Y",
             "ContrastBolusAgent": "IOMEPROL"}), set on every slice after the defaults, so they
             may also override defaults (SeriesInstanceUID, SeriesNumber, ...).
+        scanner_order: store each axial slice as scanners do (rows from the patient's right
+            to left, columns from front to back: ImageOrientationPatient 1\\0\\0\\0\\1\\0), so
+            viewers show it the usual way up; the slices keep their order. Otherwise the
+            volume's own in-plane order is kept (exact round trips of the array).
 
     Returns:
         The written file paths in k order.
@@ -192,6 +211,8 @@ def write_ct_series(
             within a slice) or an ``extra`` keyword is not a DICOM keyword.
     """
     vol = _as_lps_axial(volume)
+    if scanner_order:
+        vol = _scanner_in_plane(vol)
     lps = _RAS_TO_LPS @ vol.affine
     col_i, col_j, col_k = lps[:3, 0], lps[:3, 1], lps[:3, 2]
     di, dj = float(np.linalg.norm(col_i)), float(np.linalg.norm(col_j))

@@ -330,6 +330,7 @@ def write_case_dicom(case: SynthCase, ddir: Path, *, patient_id: str, patient_na
         kernel=spec.scan.kernel.upper(),
         manufacturer=f"osteoscreen-synth {spec.scan.scanner}",
         slice_thickness=spec.slice_spacing,
+        scanner_order=True,
     )
 
 

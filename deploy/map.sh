@@ -113,12 +113,18 @@ cmd_build() {
     local t0 t1 size
     t0=$(date +%s)
     say "building $IMAGE (legacy builder, --network host)"
+    # A failed build must not leave the previous image passing for the new one.
+    docker image rm -f "$IMAGE" >/dev/null 2>&1 || true
+    local rc=0
     nice -n "$NICE" docker build --network host --force-rm \
         --build-arg BASE_IMAGE="$BASE" \
         --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \
         --build-arg EXTRA_DIR=build/map/extra \
         --build-arg MODELS_DIR=build/map/models \
-        -t "$IMAGE" -f Dockerfile . 2>&1 | grep --line-buffered -v -E '^ ?(---> |Removing intermediate|DEPRECATED|  *(BuildKit|Install the buildx|https://docs.docker.com/go/buildx))' || true
+        -t "$IMAGE" -f Dockerfile . 2>&1 | { grep --line-buffered -v -E '^ ?(---> |Removing intermediate|DEPRECATED|  *(BuildKit|Install the buildx|https://docs.docker.com/go/buildx))' || true; } || rc=$?
+    # The vfs storage driver keeps a full copy of every layer: drop the ones nothing uses.
+    docker image prune -f >/dev/null 2>&1 || true
+    [ "$rc" -eq 0 ] || die "docker build failed (exit $rc)"
     docker image inspect "$IMAGE" >/dev/null 2>&1 || die "docker build failed"
     t1=$(date +%s)
     size=$(docker image inspect -f '{{.Size}}' "$IMAGE")

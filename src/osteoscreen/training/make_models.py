@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             trained = [n for n in trained if n != "vbnet_fine"]
             _install(a.work / "runs_real" / "vbnet_fine", a.models / "vbnet_fine")
         else:
-            print(f"no VerSe cases in {a.verse}: the 'real' fine-tuning stage is skipped")
+            log.warning("no VerSe cases in %s: the 'real' fine-tuning stage is skipped", a.verse)
     if "densenet" in a.stages:
         for task, its in (("regressor", a.reg_iterations), ("classifier", a.cls_iterations)):
             t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The ``osteoscreen`` command: run, synth, example, train, evaluate.
+"""The ``osteoscreen`` command: run, synth, example, train, evaluate, robustness.
 
 Exit codes of ``run``: 0 screened, 3 not screenable (summary.json says why), 2 bad arguments,
 1 internal error. Every failure is one line on stderr, never a traceback (``--verbose`` shows it).
@@ -118,6 +118,21 @@ def _parser() -> argparse.ArgumentParser:
         "--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC confidence intervals"
     )
     v.add_argument("--max-cases", type=int, default=None)
+
+    b = sub.add_parser(
+        "robustness",
+        help="one real CT with reference bodies, reoriented, cropped, resampled, noised and "
+        "made osteoporotic; Dice, levels and HU error for each",
+    )
+    b.add_argument("--image", required=True, type=Path, help="CT (NIfTI, HU)")
+    b.add_argument("--labels", required=True, type=Path, help="its vertebral-body labels (VerSe ids)")
+    b.add_argument("--out", required=True, type=Path)
+    b.add_argument(
+        "--models", type=Path, default=None, help="models folder (default: OSTEOSCREEN_MODELS or ./models)"
+    )
+    b.add_argument("--variants", nargs="+", default=None, help="a subset of the variants (default: all)")
+    b.add_argument("--kvp", type=_kvp, default=None, help="tube voltage of the CT, when known")
+    b.add_argument("--workers", type=int, default=1)
     return p
 
 
@@ -294,6 +309,31 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_robustness(a: argparse.Namespace) -> int:
+    from .evaluation.robustness import VARIANTS, run_robustness
+    from .models import default_models_dir
+
+    for path in (a.image, a.labels):
+        if not path.is_file():
+            sys.stderr.write(f"osteoscreen: error: file does not exist: {path}\n")
+            return EXIT_ARGS
+    unknown = sorted(set(a.variants or []) - set(VARIANTS))
+    if unknown:
+        sys.stderr.write(f"osteoscreen: error: unknown variant(s) {unknown}; known: {sorted(VARIANTS)}\n")
+        return EXIT_ARGS
+    run_robustness(
+        a.image,
+        a.labels,
+        a.models or default_models_dir(),
+        a.out,
+        names=a.variants,
+        workers=a.workers,
+        kvp=a.kvp,
+    )
+    print((a.out / "robustness.md").read_text())
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -303,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "example": _cmd_example,
         "train": _cmd_train,
         "evaluate": _cmd_evaluate,
+        "robustness": _cmd_robustness,
     }
     try:
         return handlers[args.command](args)

@@ -35,6 +35,7 @@ from .results import PatientResult, RoiMeasurement, ScreeningResult, VertebraRes
 from .roi.measure import measure_labelled_body
 from .segmentation.inference import segment_classes
 from .segmentation.levels import assign_levels, find_bodies
+from .segmentation.refine import refine_bodies
 from .transforms import scan_context
 
 __all__ = [
@@ -87,6 +88,7 @@ def segment_vertebrae(canon: Volume, models: ModelSet) -> Bodies:
     inst, bodies = find_bodies(seg.classes, canon.spacing)
     if not bodies:
         raise NotScreenableError("no vertebral body found in the image (is the spine in the field of view?)")
+    inst, _ = refine_bodies(inst, seg.classes, canon.array, canon.spacing)
     levels = assign_levels(seg.classes, bodies, canon.spacing)
     lut = np.zeros(int(inst.max()) + 1, dtype=np.int16)
     for mask_label, vid in levels.ids.items():

@@ -108,7 +108,25 @@ def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
             rec["dice"] = {str(k): v for k, v in dice_per_label(pred, ref, ids).items()}
             rec["levels"] = level_agreement(pred, ref)
         del res
+    own, ref = rec.get("own", {}), rec.get("reference", {})
+    if own.get("status") == "screened" and ref.get("status") == "screened":
+        rec["hu_error"] = hu_errors(own, ref)
+        rec["level_confidence"] = own["input"].get("level_confidence")
     return rec
+
+
+def hu_errors(own: dict[str, Any], ref: dict[str, Any]) -> dict[str, float]:
+    """Trabecular mean HU of our own bodies minus that of the reference bodies, per level.
+
+    Both are measured by the same ROI code, so the difference is what the segmentation
+    costs; levels that only one of them has (or ours at an unknown level) are left out.
+    """
+    theirs = {v["label"]: v["trabecular_hu_mean"] for v in ref["vertebrae"]}
+    return {
+        v["label"]: float(v["trabecular_hu_mean"] - theirs[v["label"]])
+        for v in own["vertebrae"]
+        if v["label"] in theirs
+    }
 
 
 def _patient_truth(row_raw: dict[str, str], truth: dict[str, float], levels: list[str]) -> float | None:
@@ -254,12 +272,35 @@ def evaluate_cohort(
             "accuracy": tot["correct"] / max(1, tot["correct"] + tot["wrong_level"]),
             "cases_all_correct": sum(d["correct"] == d["n_pred"] and d["missed"] == 0 for d in lv) / len(lv),
         }
+    errs = [r["hu_error"] for r in records if "hu_error" in r]
+    if errs:
+        levels = sorted({k for e in errs for k in e}, key=_level_order)
+        metrics["segmentation"]["hu_error"] = {
+            lv: {
+                "mean": float(np.mean([e[lv] for e in errs if lv in e])),
+                "mean_abs": float(np.mean([abs(e[lv]) for e in errs if lv in e])),
+                "n": sum(lv in e for e in errs),
+            }
+            for lv in levels
+        }
+    metrics["segmentation"]["per_case"] = [
+        {
+            "case_id": r["case_id"],
+            "dice": {_level_name(int(k)): v for k, v in r.get("dice", {}).items()},
+            "levels": r.get("levels"),
+            "level_confidence": r.get("level_confidence"),
+            "hu_error": r.get("hu_error"),
+        }
+        for r in records
+        if "dice" in r
+    ]
     if rule is not None and "hu_rule" in own:
         metrics["baselines"]["hu_rule"] = {**own["hu_rule"], "rule": rule.to_dict()}
     if ref is not None:
         metrics["baselines"]["reference_segmentation"] = ref
     metrics = to_jsonable(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    md: list[str] = []
     # Tables and figures (patient level, the study's unit).
     if "classification" in own:
         t1 = {set_name: own["classification"]}
@@ -269,7 +310,7 @@ def evaluate_cohort(
         if ref is not None and "regression" in ref:
             t1[f"{set_name} (reference segmentation)"] = ref["classification"]
             t3[f"{set_name} (reference segmentation)"] = ref["regression"]
-        md = [
+        md += [
             f"# Evaluation: {set_name} (n = {own['n_patients']} patients, {own['n_vertebrae']} vertebrae)",
             "",
             "## Table 1: classification",
@@ -281,24 +322,6 @@ def evaluate_cohort(
             "## Table 3: regression (mg/cm3)",
             tables.table3_markdown(t3, bland_altman=True),
         ]
-        if metrics["segmentation"].get("dice_per_level"):
-            md += ["", "## Segmentation Dice per level", "| level | mean Dice |", "|---|---|"]
-            md += [
-                f"| {k} | {v:.3f} |"
-                for k, v in metrics["segmentation"]["dice_per_level"].items()
-                if v is not None
-            ]
-        if metrics["segmentation"].get("levels"):
-            lv_m = metrics["segmentation"]["levels"]
-            md += [
-                "",
-                "## Level labelling (own segmentation against the reference bodies)",
-                f"{lv_m['correct']} of {lv_m['correct'] + lv_m['wrong_level']} matched bodies have the right "
-                f"level ({lv_m['accuracy']:.3f}); {lv_m['spurious']} spurious, {lv_m['missed']} of "
-                f"{lv_m['n_ref']} reference bodies missed; every level right in "
-                f"{lv_m['cases_all_correct']:.1%} of cases.",
-            ]
-        (out / "tables.md").write_text("\n".join(md) + "\n")
         tables.table1_csv(t1, out / "table1.csv")
         tables.table3_csv(t3, out / "table3.csv", bland_altman=True)
         pairs = _collect(records, "own")
@@ -320,8 +343,82 @@ def evaluate_cohort(
         figures.plot_confusion(
             own["classification"]["confusion_matrix"], out / "confusion.png", f"Confusion, {set_name}"
         )
+    if not md:
+        md = [f"# Evaluation: {set_name} ({metrics['n_screened']} of {metrics['n_cases']} cases screened)"]
+    md += segmentation_markdown(metrics["segmentation"])
+    (out / "tables.md").write_text("\n".join(md) + "\n")
     _write_cases_csv(records, out / "cases.csv")
     return metrics
+
+
+def _level_order(name: str) -> int:
+    from ..labels import name_to_id
+
+    try:
+        return name_to_id(name)
+    except (KeyError, ValueError):
+        return 1000
+
+
+def _level_name(vid: int) -> str:
+    from ..labels import id_to_name
+
+    return id_to_name(vid)
+
+
+def segmentation_markdown(seg: dict[str, Any]) -> list[str]:
+    """The segmentation part of tables.md: Dice, levels, HU error, and per case where few."""
+    md: list[str] = []
+    if seg.get("dice_per_level"):
+        md += ["", "## Segmentation Dice per level", "| level | mean Dice |", "|---|---|"]
+        md += [f"| {k} | {v:.3f} |" for k, v in seg["dice_per_level"].items() if v is not None]
+    if seg.get("levels"):
+        lv = seg["levels"]
+        md += [
+            "",
+            "## Level labelling (own segmentation against the reference bodies)",
+            f"{lv['correct']} of {lv['correct'] + lv['wrong_level']} matched bodies have the right "
+            f"level ({lv['accuracy']:.3f}); {lv['spurious']} spurious, {lv['missed']} of "
+            f"{lv['n_ref']} reference bodies missed; every level right in "
+            f"{lv['cases_all_correct']:.1%} of cases.",
+        ]
+    if seg.get("hu_error"):
+        md += [
+            "",
+            "## Trabecular HU, own segmentation minus reference segmentation (same ROI code)",
+            "| level | mean error (HU) | mean abs error (HU) | n |",
+            "|---|---|---|---|",
+        ]
+        md += [
+            f"| {k} | {v['mean']:+.1f} | {v['mean_abs']:.1f} | {v['n']} |" for k, v in seg["hu_error"].items()
+        ]
+    cases = seg.get("per_case") or []
+    if 0 < len(cases) <= 30:
+        md += ["", "## Per case", case_table_header()]
+        md += [case_table_row(c) for c in cases]
+    return md
+
+
+def case_table_header() -> str:
+    return (
+        "| case | Dice T12 / L1 / L2 / L3 / L4 | levels right | spurious | missed | level confidence "
+        "| HU error L1 / L2 / L3 |\n|---|---|---|---|---|---|---|"
+    )
+
+
+def case_table_row(c: dict[str, Any]) -> str:
+    def f(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    dice = " / ".join(f(c["dice"].get(n), ".3f") for n in DICE_LEVELS)
+    lv = c.get("levels") or {}
+    err = c.get("hu_error") or {}
+    hu = " / ".join(f(err.get(n), "+.1f") for n in ("L1", "L2", "L3"))
+    conf = c.get("level_confidence")
+    return (
+        f"| {c['case_id']} | {dice} | {lv.get('correct', 0)} of {lv.get('n_pred', 0)} | "
+        f"{lv.get('spurious', 0)} | {lv.get('missed', 0)} of {lv.get('n_ref', 0)} | {f(conf, '.2f')} | {hu} |"
+    )
 
 
 def _write_cases_csv(records: list[dict[str, Any]], path: Path) -> None:

@@ -32,18 +32,24 @@ _METAL_HU = 2000.0
 
 
 def height_ratio(body: np.ndarray, spacing: tuple[float, float, float]) -> float:
-    """min(anterior, middle) / posterior body height, on a RAS mask (j = posterior -> anterior)."""
+    """min(anterior, middle) / posterior body height, on a RAS mask (j = posterior -> anterior).
+
+    Heights are taken as in Genant's semi-quantitative reading: on the mid-sagittal band, at
+    15 %, 50 % and 85 % of the body's depth (not at its rounded front and back rims), each the
+    median height of the voxel columns there.
+    """
     js = np.where(body.any(axis=(0, 2)))[0]
     if len(js) < 6:
         return 1.0
-    thirds = np.array_split(js, 3)
-    heights = []
     ci = int(round(np.argwhere(body)[:, 0].mean()))
-    # Heights on the mid-sagittal band of the body (a few mm either side of the centre).
-    band = slice(max(0, ci - max(1, int(5 / spacing[0]))), ci + max(1, int(5 / spacing[0])) + 1)
-    sub = body[band]
-    for part in thirds:
-        cols = np.asarray(sub[:, part, :].any(axis=0))  # (j, k)
+    # The mid-sagittal band of the body (a few mm either side of the centre).
+    half = max(1, int(5 / spacing[0]))
+    sub = body[max(0, ci - half) : ci + half + 1]
+    near = max(1, int(round(2.0 / spacing[1])))
+    heights = []
+    for frac in (0.15, 0.5, 0.85):
+        j = int(round(js.min() + frac * (js.max() - js.min())))
+        cols = sub[:, max(0, j - near) : j + near + 1, :].reshape(-1, sub.shape[2])
         h = [np.ptp(np.where(c)[0]) + 1 for c in cols if c.any()]
         heights.append(float(np.median(h)) * spacing[2] if h else 0.0)
     post, mid, ant = heights

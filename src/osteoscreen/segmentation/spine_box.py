@@ -16,6 +16,56 @@ __all__ = ["SPINE_MARGINS_MM", "spine_box_from_classes"]
 SPINE_MARGINS_MM = ((70.0, 70.0), (80.0, 25.0), (30.0, 30.0))
 
 
+#: Pieces of body / disc whose in-plane centres lie this close (mm) belong to one column.
+_COLUMN_RADIUS_MM = 30.0
+#: Pieces smaller than this (ml) are left out.
+_MIN_PIECE_ML = 2.0
+
+
+def _vertical_column(column: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """The pieces of body and disc that stack into the tallest vertical column.
+
+    The coarse stage's column can break into pieces (thick slices, osteoporotic bodies), and
+    its largest piece may then be a false positive (pelvis, heart); the spine is the tallest
+    stack of pieces one above the other.
+    """
+    lab, n = ndimage.label(column)
+    if n <= 1:
+        return column
+    idx = np.arange(1, n + 1)
+    sizes = ndimage.sum_labels(column, lab, index=idx)
+    # Specks (a few voxels of noise, a calcification) neither make a column nor widen its box.
+    big = sizes * float(np.prod(spacing)) / 1000.0 >= _MIN_PIECE_ML
+    if not big.any():
+        return column
+    lab[~np.isin(lab, idx[big])] = 0
+    idx, sizes = idx[big], sizes[big]
+    lab, n = ndimage.label(lab > 0)
+    idx = np.arange(1, n + 1)
+    sizes = ndimage.sum_labels(column, lab, index=idx)
+    cents = np.array(ndimage.center_of_mass(column, lab, idx)) * np.asarray(spacing, dtype=float)
+    boxes = ndimage.find_objects(lab)
+    zr = [(b[2].start * spacing[2], b[2].stop * spacing[2]) for b in boxes]
+    best: tuple[float, float, list[int]] | None = None
+    for seed in np.argsort(-sizes):
+        near = np.where(np.hypot(*(cents[:, :2] - cents[seed, :2]).T) <= _COLUMN_RADIUS_MM)[0]
+        # Height covered by the group's pieces (union of their z ranges).
+        spans = sorted(zr[i] for i in near)
+        height, (lo, hi) = 0.0, spans[0]
+        for a, b in spans[1:]:
+            if a > hi:
+                height += hi - lo
+                lo, hi = a, b
+            else:
+                hi = max(hi, b)
+        height += hi - lo
+        key = (height, float(sizes[near].sum()), [int(i) for i in near])
+        if best is None or key[:2] > best[:2]:
+            best = key
+    assert best is not None
+    return np.isin(lab, [i + 1 for i in best[2]])
+
+
 def spine_box_from_classes(
     classes: np.ndarray,
     spacing: Sequence[float],
@@ -25,7 +75,7 @@ def spine_box_from_classes(
     scale: Sequence[float] | None = None,
     target_shape: Sequence[int] | None = None,
 ) -> list[tuple[int, int]] | None:
-    """Index box (per axis [lo, hi)) around the largest column of body and disc voxels.
+    """Index box (per axis [lo, hi)) around the vertebral column of body and disc voxels.
 
     Args:
         classes: tissue class map in RAS orientation.
@@ -41,11 +91,7 @@ def spine_box_from_classes(
     column = (classes == SegClass.BODY) | (classes == SegClass.DISC)
     if not column.any():
         return None
-    lab, n = ndimage.label(column)
-    if n > 1:
-        sizes = ndimage.sum_labels(column, lab, index=np.arange(1, n + 1))
-        keep = np.argmax(sizes) + 1
-        column = lab == keep
+    column = _vertical_column(column, spacing)
     idx = np.argwhere(column)
     lo = idx.min(axis=0).astype(float)
     hi = idx.max(axis=0).astype(float) + 1

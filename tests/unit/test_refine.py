@@ -1,0 +1,88 @@
+"""Anatomical clean-up of the VB-Net's bodies: holes and bays, back to the canal, soft rim."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from osteoscreen.labels import SegClass
+from osteoscreen.roi.measure import height_ratio
+from osteoscreen.segmentation.refine import refine_bodies
+
+SHAPE = (80, 80, 40)
+SP = (1.0, 1.0, 1.0)
+
+
+def _phantom() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 1 mm vertebra (RAS: +y anterior): a round body with a flat back wall at y 44 that is
+    the canal's front wall, a ring-shaped arch around the canal behind it; trabecular bone
+    150 HU inside a 2 mm 400 HU cortex, muscle (40 HU) around. Returns (body, arch, HU)."""
+    x, y, z = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    slab = (z >= 6) & (z < 34)
+    r2 = (x - 40) ** 2 + (y - 55) ** 2
+    body = (r2 <= 15**2) & (y >= 44) & slab
+    c2 = (x - 40) ** 2 + (y - 36) ** 2
+    arch = (c2 <= 11**2) & (c2 > 7**2) & (y < 44) & slab & (z >= 9) & (z < 31)
+    hu = np.full(SHAPE, 40.0)
+    hu[body | arch] = 400.0
+    hu[(r2 <= 13**2) & (y >= 46) & (z >= 8) & (z < 32)] = 150.0
+    return body, arch, hu
+
+
+def _classes(body: np.ndarray, arch: np.ndarray) -> np.ndarray:
+    c = np.zeros(SHAPE, np.uint8)
+    c[arch] = SegClass.POSTERIOR
+    c[body] = SegClass.BODY
+    return c
+
+
+def test_a_correct_body_is_left_as_it_is() -> None:
+    body, arch, hu = _phantom()
+    out, notes = refine_bodies(body.astype(np.int32), _classes(body, arch), hu, SP)
+    assert ((out == 1) == body).all()
+    assert notes == {}
+
+
+def test_a_bay_is_filled_but_not_the_back_wall() -> None:
+    body, arch, hu = _phantom()
+    missed = body.copy()
+    missed[40:56, 50:60, 12:28] = False  # a deep miss through the right side wall
+    out, notes = refine_bodies(missed.astype(np.int32), _classes(missed, arch), hu, SP)
+    got = out == 1
+    assert "holes_filled" in notes[1]
+    bay = np.zeros(SHAPE, bool)
+    bay[40:56, 50:60, 12:28] = True
+    assert (got & bay & body).sum() > 0.9 * (bay & body).sum()  # up to the chord of its mouth
+    assert not (got & ~body).any()
+
+
+def test_the_body_is_extended_back_to_the_canal() -> None:
+    body, arch, hu = _phantom()
+    short = body & (np.arange(SHAPE[1])[None, :, None] >= 50)  # the network cut 6 mm too far forward
+    cls = _classes(short, arch | (body & ~short))  # ... and called the rest posterior
+    out, notes = refine_bodies(short.astype(np.int32), cls, hu, SP)
+    got = out == 1
+    assert "extended_to_canal" in notes[1]
+    dice = 2 * (got & body).sum() / (got.sum() + body.sum())
+    assert dice > 0.97
+    assert not (got & arch).any()
+
+
+def test_soft_tissue_on_the_outline_is_peeled_bone_is_not() -> None:
+    body, arch, hu = _phantom()
+    x, y, z = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    wide = ((x - 40) ** 2 + (y - 55) ** 2 <= 17**2) & (z >= 6) & (z < 34) & (y >= 44)
+    out, notes = refine_bodies(wide.astype(np.int32), _classes(wide, arch), hu, SP)
+    got = out == 1
+    assert "soft_rim_peeled" in notes[1]
+    assert (got & ~body).sum() < 0.5 * (wide & ~body).sum()  # soft tissue peeled
+    assert (got & body).sum() == body.sum()  # the cortex stays
+    # An osteoporotic body (interior 30 HU, cortex still bright) keeps its outline.
+    osteo = hu.copy()
+    osteo[hu == 150.0] = 30.0
+    out2, _ = refine_bodies(body.astype(np.int32), _classes(body, arch), osteo, SP)
+    assert ((out2 == 1) == body).all()
+
+
+def test_height_ratio_ignores_the_rounded_rims() -> None:
+    body, _, _ = _phantom()
+    assert height_ratio(body, SP) > 0.95

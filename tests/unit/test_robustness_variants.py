@@ -34,7 +34,8 @@ def _centre(path: Path, vid: int) -> np.ndarray:
 def test_variants_keep_anatomy_in_place(tmp_path: Path) -> None:
     image, labels = _case(tmp_path)
     cohort = make_variants(image, labels, tmp_path / "v")
-    rows = {r["case_id"]: r for r in csv.DictReader(open(cohort))}
+    with open(cohort, newline="") as fh:
+        rows = {r["case_id"]: r for r in csv.DictReader(fh)}
     assert set(rows) >= {"original", "lps", "pir", "chest_only", "l2_l4", "slices_5mm", "osteoporotic"}
     ref = _centre(labels, 21)
     for name in ("lps", "pir", "slices_1mm", "slices_5mm", "noise_40", "osteoporotic"):

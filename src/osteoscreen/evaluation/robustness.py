@@ -12,8 +12,9 @@ both measured by the same ROI code on the variant's own image):
 - ``l2_l4``: L2 to L4 only (no last rib, no sacrum: the levels cannot be known);
 - ``slices_1mm`` / ``slices_5mm``: resampled along z;
 - ``noise_40`` / ``noise_80``: Gaussian noise of that SD (HU) added, seeded;
-- ``osteoporotic``: HU inside the reference bodies (grown by one voxel, the cortex) scaled
-  by 0.35, the rest of the scan unchanged (about 115 HU trabecular bone becomes about 40).
+- ``osteoporotic``: HU inside the reference bodies scaled by 0.35 (about 115 HU trabecular
+  bone becomes about 40), their outline (one voxel either side, the cortex) by 0.7, the rest of
+  the scan unchanged; ``osteoporotic_harsh``: the outline scaled by 0.35 too.
 
 A variant whose cut leaves none of the reference levels is skipped, saying why.
 """
@@ -114,11 +115,21 @@ def _noise(sd: float) -> Callable[[np.ndarray, np.ndarray, np.ndarray], Image]:
     return apply
 
 
-def _osteoporotic(hu: np.ndarray, lab: np.ndarray, aff: np.ndarray) -> Image:
-    bone = ndimage.binary_dilation(lab > 0, iterations=1)
-    out = hu.astype(np.float32).copy()
-    out[bone] = out[bone] * 0.35
-    return out, lab, aff
+def _osteoporotic(cortex_factor: float) -> Callable[[np.ndarray, np.ndarray, np.ndarray], Image]:
+    def apply(hu: np.ndarray, lab: np.ndarray, aff: np.ndarray) -> Image:
+        body = lab > 0
+        shell = ndimage.binary_dilation(body, iterations=1) & ~ndimage.binary_erosion(body, iterations=1)
+        out = hu.astype(np.float32).copy()
+        out[body & ~shell] *= _TRABECULAR_FACTOR
+        out[shell] *= cortex_factor
+        return out, lab, aff
+
+    return apply
+
+
+#: About 115 HU of trabecular bone becomes about 40 (osteoporotic); the cortical shell is
+#: thinned (x 0.7) or, in the harsh variant, dimmed as much as the trabecular bone.
+_TRABECULAR_FACTOR = 0.35
 
 
 VARIANTS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], Image]] = {
@@ -131,7 +142,8 @@ VARIANTS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], Image]] = {
     "slices_5mm": _slices(5.0),
     "noise_40": _noise(40.0),
     "noise_80": _noise(80.0),
-    "osteoporotic": _osteoporotic,
+    "osteoporotic": _osteoporotic(0.7),
+    "osteoporotic_harsh": _osteoporotic(_TRABECULAR_FACTOR),
 }
 
 

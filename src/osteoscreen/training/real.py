@@ -207,12 +207,14 @@ def finetune_on_real(
     repeat: int = 20,
     seed: int = 3,
     progress: bool = True,
+    stage: str = "fine",
 ) -> Any:
-    """Fine-tune the fine VB-Net on the synthetic ``cohort`` plus the real VerSe CTs.
+    """Fine-tune the VB-Net (``stage``: fine, coarse or both) on the synthetic ``cohort`` plus
+    the real VerSe CTs.
 
     Each real case is listed ``repeat`` times (its crops are jittered per listing), so real
     patches make up a fair share of the batches although there are few of them. Writes
-    ``out/vbnet_fine``; returns its TrainState.
+    ``out/vbnet_fine`` (and / or ``out/vbnet_coarse``); returns the TrainStates by bundle name.
     """
     import csv
 
@@ -249,7 +251,6 @@ def finetune_on_real(
         w = csv.DictWriter(fh, fieldnames=["case_id", "image", "label", "classes"])
         w.writeheader()
         w.writerows(rows)
-    states = train_segmenter(
-        mixed, out, stage="fine", iterations=iterations, seed=seed, init_from=init_from, progress=progress
+    return train_segmenter(
+        mixed, out, stage=stage, iterations=iterations, seed=seed, init_from=init_from, progress=progress
     )
-    return states["vbnet_fine"]

@@ -29,10 +29,11 @@ from .config import CATEGORIES, DEFAULT_CONFIG, ScreeningConfig
 from .errors import InputError, NotScreenableError
 from .io.dicom import load_volume
 from .io.volume import CanonicalView, Volume, read_nifti
-from .labels import UNKNOWN_LEVEL_BASE
+from .labels import UNKNOWN_LEVEL_BASE, id_to_name
 from .models import ModelSet, load_models
 from .results import PatientResult, RoiMeasurement, ScreeningResult, VertebraResult
 from .roi.measure import measure_labelled_body
+from .segmentation.classical import check_bodies
 from .segmentation.inference import segment_classes
 from .segmentation.levels import assign_levels, find_bodies
 from .segmentation.refine import refine_bodies
@@ -95,7 +96,16 @@ def segment_vertebrae(canon: Volume, models: ModelSet) -> Bodies:
         lut[mask_label] = vid
     labels = lut[inst]
     edge = {levels.ids[b.mask_label]: b.touches_edge for b in bodies}
-    return Bodies(labels, edge, levels.confidence, levels.cues, levels.warnings, "vbnet")
+    warnings = seg.warnings + levels.warnings
+    if seg.column is not None:
+        off = check_bodies(seg.column, [b.centroid_ijk for b in bodies])
+        if 2 * len(off) > len(bodies):
+            names = ", ".join(id_to_name(levels.ids[bodies[i].mask_label]) for i in off)
+            warnings.append(
+                f"{len(off)} of {len(bodies)} bodies ({names}) lie off the vertebral column that the "
+                "classical spine finder sees: review the key image"
+            )
+    return Bodies(labels, edge, levels.confidence, levels.cues, warnings, "vbnet")
 
 
 def labels_from_file(path: Path, volume: Volume, view: CanonicalView) -> Bodies:

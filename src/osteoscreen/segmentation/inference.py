@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -14,7 +14,8 @@ from ..io.volume import Volume
 from ..labels import SegClass
 from ..models import Bundle
 from ..transforms import normalize_hu, resample
-from .spine_box import spine_box_from_classes
+from .classical import FALLBACK_WARNING, SpineColumn, find_spine_column, off_column
+from .spine_box import column_centre, spine_box_from_classes
 
 __all__ = ["SegmentationOutput", "run_network", "segment_classes"]
 
@@ -30,6 +31,8 @@ class SegmentationOutput:
 
     classes: np.ndarray
     box: list[tuple[int, int]]
+    warnings: list[str] = field(default_factory=list)
+    column: SpineColumn | None = None  # the classical spine finder's, where it found one
 
 
 def run_network(bundle: Bundle, image: torch.Tensor) -> torch.Tensor:
@@ -56,7 +59,8 @@ def segment_classes(volume: Volume, coarse: Bundle, fine: Bundle) -> Segmentatio
     """Segment a canonical (RAS) CT into tissue classes.
 
     The coarse stage looks at the whole volume at low resolution to find the column of
-    bodies and discs; the fine stage segments that column's box at its working spacing, and
+    bodies and discs (checked against the classical spine finder, which replaces its box where
+    they disagree); the fine stage segments that column's box at its working spacing, and
     its probabilities are brought back to the input grid before the arg-max, so the labels
     are as sharp as the input allows.
 
@@ -70,6 +74,18 @@ def segment_classes(volume: Volume, coarse: Bundle, fine: Bundle) -> Segmentatio
     c_cls = run_network(coarse, c_img)[0].argmax(0).numpy().astype(np.uint8)
     scale = tuple(n / m for n, m in zip(arr.shape, c_cls.shape))
     box = spine_box_from_classes(c_cls, (cs, cs, cs), scale=scale, target_shape=arr.shape)
+    warnings: list[str] = []
+    # The classical spine finder checks the coarse stage: where the network's column is
+    # missing or far from the bone column the finder sees, the fine stage runs around the
+    # finder's column instead (a fallback, said so).
+    column = find_spine_column(arr, sp)
+    if column is not None:
+        centre = column_centre(c_cls, (cs, cs, cs))
+        far = centre is None or off_column(column, *(c * f for c, f in zip(centre, scale)))
+        if box is None or far:
+            box = [*column.box(arr.shape)[:2], (0, arr.shape[2])]
+            warnings.append(FALLBACK_WARNING)
+            log.warning(FALLBACK_WARNING)
     if box is None or min(b - a for a, b in box) < 3:
         raise NotScreenableError(
             "no vertebral column found in the image (is the spine in the field of view?)"
@@ -85,4 +101,4 @@ def segment_classes(volume: Volume, coarse: Bundle, fine: Bundle) -> Segmentatio
     classes[sl] = prob[0].argmax(0).numpy().astype(np.uint8)
     if not (classes == SegClass.BODY).any():
         raise NotScreenableError("no vertebral body found in the image (is the spine in the field of view?)")
-    return SegmentationOutput(classes, box)
+    return SegmentationOutput(classes, box, warnings, column)

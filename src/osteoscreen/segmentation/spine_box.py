@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from ..labels import SegClass
 
-__all__ = ["SPINE_MARGINS_MM", "spine_box_from_classes"]
+__all__ = ["SPINE_MARGINS_MM", "column_centre", "spine_box_from_classes"]
 
 #: mm added around the bodies and discs: (right, left), (posterior, anterior), (inferior, superior).
 #: Wide enough laterally and backwards to see the rib heads and the posterior elements.
@@ -107,3 +107,12 @@ def spine_box_from_classes(
         a_hi = (hi[a] + m_hi / spacing[a]) * scale[a]
         box.append((max(0, int(np.floor(a_lo))), min(int(shape[a]), int(np.ceil(a_hi)))))
     return box
+
+
+def column_centre(classes: np.ndarray, spacing: Sequence[float]) -> tuple[float, float, float] | None:
+    """Centre (voxel i, j, k) of the column ``spine_box_from_classes`` boxes, or None."""
+    column = (classes == SegClass.BODY) | (classes == SegClass.DISC)
+    if not column.any():
+        return None
+    idx = np.argwhere(_vertical_column(column, spacing))
+    return float(idx[:, 0].mean()), float(idx[:, 1].mean()), float(idx[:, 2].mean())

@@ -23,7 +23,7 @@ from ..labels import id_to_name
 from ..results import RoiMeasurement
 from .trabecular import roi_extent, trabecular_roi
 
-__all__ = ["height_ratio", "measure_body", "measure_labelled_body"]
+__all__ = ["body_heights", "fracture_suspected", "height_ratio", "measure_body", "measure_labelled_body"]
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,16 @@ _ISLAND_HU = 600.0  # trabecular bone stays well below this; islands are cortica
 _METAL_HU = 2000.0
 
 
-def height_ratio(body: np.ndarray, spacing: tuple[float, float, float]) -> float:
-    """min(anterior, middle) / posterior body height, on a RAS mask (j = posterior -> anterior).
+def body_heights(body: np.ndarray, spacing: tuple[float, float, float]) -> tuple[float, float, float] | None:
+    """Posterior, middle and anterior height (mm) of a body on a RAS mask (j posterior -> anterior).
 
     Heights are taken as in Genant's semi-quantitative reading: on the mid-sagittal band, at
     15 %, 50 % and 85 % of the body's depth (not at its rounded front and back rims), each the
-    median height of the voxel columns there.
+    median height of the voxel columns there. None for a body too thin to tell.
     """
     js = np.where(body.any(axis=(0, 2)))[0]
     if len(js) < 6:
-        return 1.0
+        return None
     ci = int(round(np.argwhere(body)[:, 0].mean()))
     # The mid-sagittal band of the body (a few mm either side of the centre).
     half = max(1, int(5 / spacing[0]))
@@ -52,10 +52,26 @@ def height_ratio(body: np.ndarray, spacing: tuple[float, float, float]) -> float
         cols = sub[:, max(0, j - near) : j + near + 1, :].reshape(-1, sub.shape[2])
         h = [np.ptp(np.where(c)[0]) + 1 for c in cols if c.any()]
         heights.append(float(np.median(h)) * spacing[2] if h else 0.0)
-    post, mid, ant = heights
-    if post <= 0:
+    return heights[0], heights[1], heights[2]
+
+
+def height_ratio(body: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """min(anterior, middle) / posterior body height (1.0 where it cannot be told)."""
+    h = body_heights(body, spacing)
+    if h is None or h[0] <= 0:
         return 1.0
-    return min(ant, mid) / post
+    return min(h[1], h[2]) / h[0]
+
+
+def fracture_suspected(body: np.ndarray, spacing: tuple[float, float, float], max_ratio: float) -> bool:
+    """Height ratio below ``max_ratio`` by more than the slices can blur: the missing height
+    must exceed 1.5 slice spacings (with 5 mm slices one slice more or less is 20 % of a
+    lumbar body, as much as a grade 1 fracture)."""
+    h = body_heights(body, spacing)
+    if h is None or h[0] <= 0:
+        return False
+    post, mid, ant = h
+    return min(mid, ant) / post < max_ratio and post - min(mid, ant) > 1.5 * spacing[2]
 
 
 def measure_body(
@@ -97,8 +113,7 @@ def measure_body(
         if islands.sum() < 0.5 * roi.sum():
             robust = float(h[roi & ~islands].mean())
             flags.append("bone_island")
-    ratio = height_ratio(b, spacing)
-    if ratio < config.fracture_height_ratio and not touches_edge:
+    if not touches_edge and fracture_suspected(b, spacing, config.fracture_height_ratio):
         flags.append("fracture_suspected")
     if values.size == 0:
         values = h[b]

@@ -31,8 +31,10 @@ __all__ = [
     "code_version",
     "export_bundle",
     "load_init_weights",
+    "model_device",
     "seed_everything",
     "train_loop",
+    "training_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,14 +106,19 @@ def train_loop(
     progress: bool = True,
     scheduler: Any = None,
     time_limit_s: float | None = None,
+    device: torch.device | str | None = None,
 ) -> TrainState:
     """Run the optimisation with checkpoints, validation and best-model selection.
 
     ``out/checkpoints/last.pt`` is written at every evaluation, ``best.pt`` whenever the
-    combined score improves; with ``resume`` a run continues from ``last.pt``.
+    combined score improves; with ``resume`` a run continues from ``last.pt`` (on any device:
+    checkpoints hold CPU tensors). ``device``: where to train (default ``training_device()``);
+    batches are moved there, ``evaluate`` gets the model on it.
     """
     from tqdm import tqdm
 
+    dev = torch.device(device) if device is not None else training_device()
+    model.to(dev)
     ckdir = out / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     state = TrainState()
@@ -134,6 +141,7 @@ def train_loop(
     while state.iteration < iterations:
         model.train()
         x, y = next(it)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(x), y)
         loss.backward()
@@ -155,7 +163,7 @@ def train_loop(
             if s > state.best_score:
                 state.best_score, state.best_iteration, state.best_metrics = s, state.iteration, metrics
                 tmp = ckdir / "best.tmp"
-                torch.save(model.state_dict(), tmp)
+                torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
                 os.replace(tmp, ckdir / "best.pt")
             _save_checkpoint(last, model, optimizer, state, rng)
             log.info("%s it %d: %s", desc, state.iteration, {k: round(v, 4) for k, v in metrics.items()})
@@ -165,9 +173,22 @@ def train_loop(
             )
             break
     bar.close()
+    model.to("cpu")
     with open(out / "history.json", "w") as fh:
         json.dump(state.history, fh, indent=1)
     return state
+
+
+def training_device() -> torch.device:
+    """``$OSTEOSCREEN_DEVICE`` if set (cpu, cuda, cuda:1, ...), else CUDA where there is one."""
+    name = os.environ.get("OSTEOSCREEN_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def export_bundle(

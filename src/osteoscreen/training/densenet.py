@@ -16,7 +16,7 @@ from monai.losses import FocalLoss
 from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..networks import make_densenet
 from ..transforms import CropSpec, context_channels
-from .common import TrainState, export_bundle, load_init_weights, seed_everything, train_loop
+from .common import TrainState, export_bundle, load_init_weights, model_device, seed_everything, train_loop
 from .data import (
     VertebraSample,
     augment_crop,
@@ -102,7 +102,8 @@ def _evaluate(val_x: torch.Tensor, val_bmd: np.ndarray, task: str) -> Any:
     y_cls = np.array([thresholds.class_index(b) for b in val_bmd])
 
     def run(model: torch.nn.Module) -> dict[str, float]:
-        outs = torch.cat([model(val_x[i : i + 32]) for i in range(0, len(val_x), 32)])
+        dev = model_device(model)
+        outs = torch.cat([model(val_x[i : i + 32].to(dev)).cpu() for i in range(0, len(val_x), 32)])
         if task == "classifier":
             from ..evaluation.metrics import classification_metrics
 

@@ -16,7 +16,7 @@ from torch import nn
 from ..labels import SegClass
 from ..networks import VBNet
 from ..transforms import normalize_hu
-from .common import TrainState, export_bundle, load_init_weights, seed_everything, train_loop
+from .common import TrainState, export_bundle, load_init_weights, model_device, seed_everything, train_loop
 from .data import SegSample, prepare_all, prepare_seg_sample, read_cohort, split_cases
 from .densenet import cohort_info
 
@@ -152,7 +152,7 @@ def _dice_eval(
     for img, lab in val:
         x = normalize_hu(torch.from_numpy(img.astype(np.float32)))[None, None]
         x, shape = _pad_to(x, divisor)
-        pred = model(x)[0].argmax(0)[: shape[0], : shape[1], : shape[2]].numpy()
+        pred = model(x.to(model_device(model)))[0].argmax(0)[: shape[0], : shape[1], : shape[2]].cpu().numpy()
         for c in dices:
             a, b = pred == c, lab == c
             if b.sum() + a.sum() > 0:

@@ -149,7 +149,8 @@ def train_loop(
         if scheduler is not None:
             scheduler.step()
         state.iteration += 1
-        running = 0.9 * running + 0.1 * float(loss) if state.iteration > 1 else float(loss)
+        value = float(loss.detach())
+        running = 0.9 * running + 0.1 * value if state.iteration > 1 else value
         bar.update()
         bar.set_postfix(loss=f"{running:.4f}", best=f"{state.best_score:.4f}")
         out_of_time = time_limit_s is not None and time.monotonic() - started > time_limit_s

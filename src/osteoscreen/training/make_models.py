@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=("segmenter", "real", "densenet"),
         default=["segmenter", "real", "densenet"],
-        help="which models to retrain (the others in --models are kept); real: fine-tune both "
-        "VB-Net stages on the VerSe real CTs (--verse) plus the synthetic cohort",
+        help="which models to retrain (the others in --models are kept); real: fine-tune the fine "
+        "VB-Net on the VerSe real CTs (--verse) plus the synthetic cohort",
     )
     p.add_argument(
         "--verse",
@@ -118,17 +118,13 @@ def main(argv: list[str] | None = None) -> int:
 
         if verse_pairs(a.verse):
             t = time.perf_counter()
-            # Starts from the VB-Nets just trained, or else the ones in --models.
+            # Starts from the fine VB-Net just trained, or else the one in --models.
             init = runs if "segmenter" in a.stages else a.models
-            for name in ("vbnet_coarse", "vbnet_fine"):
-                shutil.rmtree(a.work / "runs_real" / name, ignore_errors=True)
-            finetune_on_real(
-                cohort, a.verse, a.work / "runs_real", init, iterations=a.real_iterations, stage="both"
-            )
-            timings["vbnet_real_s"] = round(time.perf_counter() - t, 1)
-            trained = [n for n in trained if not n.startswith("vbnet")]
-            for name in ("vbnet_coarse", "vbnet_fine"):
-                _install(a.work / "runs_real" / name, a.models / name)
+            shutil.rmtree(a.work / "runs_real" / "vbnet_fine", ignore_errors=True)
+            finetune_on_real(cohort, a.verse, a.work / "runs_real", init, iterations=a.real_iterations)
+            timings["vbnet_fine_real_s"] = round(time.perf_counter() - t, 1)
+            trained = [n for n in trained if n != "vbnet_fine"]
+            _install(a.work / "runs_real" / "vbnet_fine", a.models / "vbnet_fine")
         else:
             log.warning("no VerSe cases in %s: the 'real' fine-tuning stage is skipped", a.verse)
     if "densenet" in a.stages:

@@ -83,20 +83,7 @@ def _random_patch(
     return img[sl], lab[sl]
 
 
-#: Share of patches whose labelled bone is dimmed, and the range of the factor (on HU).
-_DIM_BONE_P = 0.3
-_DIM_BONE_RANGE = (0.3, 0.9)
-_BONE_CLASSES = (SegClass.BODY, SegClass.POSTERIOR, SegClass.RIB, SegClass.SACRUM)
-
-
-def _augment(img: np.ndarray, rng: np.random.Generator, lab: np.ndarray | None = None) -> np.ndarray:
-    if lab is not None and rng.random() < _DIM_BONE_P:
-        # Osteoporotic bone, harsher than the generator's: every labelled bone voxel (cortex
-        # included) towards water, so that a body is found by its shape and place, not by
-        # being brighter than what surrounds it.
-        bone = np.isin(lab, _BONE_CLASSES)
-        img = img.copy()
-        img[bone] *= np.float32(rng.uniform(*_DIM_BONE_RANGE))
+def _augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # Scanner variety: HU gain / offset, noise; the anatomy stays where it is.
     img = img * np.float32(rng.uniform(0.9, 1.1)) + np.float32(rng.uniform(-20, 20))
     if rng.random() < 0.5:
@@ -111,7 +98,7 @@ def _batches(samples: list[tuple[np.ndarray, np.ndarray]], cfg: StageConfig) -> 
             for _ in range(cfg.batch):
                 img, lab = samples[int(rng.integers(len(samples)))]
                 pi, pl = _random_patch(img, lab, cfg.patch, rng, centre_classes=_CENTRE_CLASSES)
-                pi = _augment(pi.astype(np.float32), rng, pl)
+                pi = _augment(pi.astype(np.float32), rng)
                 if rng.random() < 0.3:
                     # Left-right mirror: the anatomy is nearly symmetric about the spine.
                     pi, pl = pi[::-1].copy(), pl[::-1].copy()

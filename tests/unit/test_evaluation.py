@@ -358,3 +358,28 @@ def test_level_agreement_counts_right_wrong_spurious_and_missed() -> None:
     pred[0:2, 0:2, 30:38] = 23  # beside L3: no overlap
     out = level_agreement(pred, ref)
     assert out == {"n_pred": 4, "correct": 1, "wrong_level": 2, "spurious": 1, "n_ref": 4, "missed": 1}
+
+
+def test_hu_error_pairs_bodies_by_overlap_not_by_label() -> None:
+    from osteoscreen.evaluation.metrics import body_matches
+    from osteoscreen.evaluation.run import hu_errors
+
+    ref = np.zeros((4, 4, 12), np.int16)
+    pred = np.zeros_like(ref)
+    ref[:, :, 0:4], ref[:, :, 6:10] = 21, 20  # L2 below L1
+    pred[:, :, 0:4], pred[:, :, 6:10] = 22, 21  # ours: one level off
+    assert body_matches(pred, ref) == {22: 21, 21: 20}
+    own = {
+        "vertebrae": [
+            {"label": "L3", "trabecular_hu_mean": 130.0},
+            {"label": "L2", "trabecular_hu_mean": 118.0},
+        ]
+    }
+    theirs = {
+        "vertebrae": [
+            {"label": "L2", "trabecular_hu_mean": 125.0},
+            {"label": "L1", "trabecular_hu_mean": 120.0},
+        ]
+    }
+    assert hu_errors(own, theirs, {"L3": "L2", "L2": "L1"}) == {"L2": 5.0, "L1": -2.0}
+    assert hu_errors(own, theirs) == {"L2": -7.0}  # by label: L2 against the other body's L2

@@ -37,6 +37,7 @@ __all__ = [
     "aggregate_dice",
     "auc_ovr",
     "bmd_to_class_index",
+    "body_matches",
     "classification_metrics",
     "dice_per_label",
     "level_agreement",
@@ -573,6 +574,27 @@ def aggregate_dice(
     return out
 
 
+def body_matches(pred: ArrayLike, ref: ArrayLike, min_overlap: float = 0.3) -> dict[int, int]:
+    """Each predicted body's reference body: the one it overlaps most, if that is at least
+    ``min_overlap`` of its voxels (whatever the two ids)."""
+    p = np.asarray(pred).astype(np.int64)
+    r = np.asarray(ref).astype(np.int64)
+    if p.shape != r.shape:
+        raise ValueError(f"pred and ref must have one shape, got {p.shape} and {r.shape}")
+    both = (p > 0) & (r > 0)
+    pairs, counts = np.unique(np.stack([p[both], r[both]]), axis=1, return_counts=True)
+    sizes = dict(zip(*np.unique(p[p > 0], return_counts=True)))
+    out = {}
+    for pid, size in sizes.items():
+        sel = pairs[0] == pid
+        if not sel.any():
+            continue
+        k = int(np.argmax(counts[sel]))
+        if counts[sel][k] >= min_overlap * size:
+            out[int(pid)] = int(pairs[1][sel][k])
+    return out
+
+
 def level_agreement(pred: ArrayLike, ref: ArrayLike, min_overlap: float = 0.3) -> dict[str, int]:
     """How well the predicted bodies' levels match the reference bodies.
 
@@ -584,28 +606,17 @@ def level_agreement(pred: ArrayLike, ref: ArrayLike, min_overlap: float = 0.3) -
     Raises:
         ValueError: if the shapes differ.
     """
-    p = np.asarray(pred).astype(np.int64)
-    r = np.asarray(ref).astype(np.int64)
-    if p.shape != r.shape:
-        raise ValueError(f"pred and ref must have one shape, got {p.shape} and {r.shape}")
-    both = (p > 0) & (r > 0)
-    pairs, counts = np.unique(np.stack([p[both], r[both]]), axis=1, return_counts=True)
-    sizes = dict(zip(*np.unique(p[p > 0], return_counts=True)))
-    out = {"n_pred": len(sizes), "correct": 0, "wrong_level": 0, "spurious": 0, "n_ref": 0, "missed": 0}
-    matched_ref: set[int] = set()
-    for pid, size in sizes.items():
-        sel = pairs[0] == pid
-        if not sel.any():
-            out["spurious"] += 1
-            continue
-        k = int(np.argmax(counts[sel]))
-        rid, n = int(pairs[1][sel][k]), int(counts[sel][k])
-        if n < min_overlap * size:
-            out["spurious"] += 1
-            continue
-        matched_ref.add(rid)
-        out["correct" if rid == pid else "wrong_level"] += 1
+    matches = body_matches(pred, ref, min_overlap)
+    p = np.asarray(pred)
+    r = np.asarray(ref)
+    n_pred = len({int(v) for v in np.unique(p) if v > 0})
+    correct = sum(pid == rid for pid, rid in matches.items())
     ref_ids = {int(v) for v in np.unique(r) if v > 0}
-    out["n_ref"] = len(ref_ids)
-    out["missed"] = len(ref_ids - matched_ref)
-    return out
+    return {
+        "n_pred": n_pred,
+        "correct": correct,
+        "wrong_level": len(matches) - correct,
+        "spurious": n_pred - len(matches),
+        "n_ref": len(ref_ids),
+        "missed": len(ref_ids - set(matches.values())),
+    }

@@ -203,8 +203,9 @@ def run_robustness(
     md = [
         f"# Robustness on {image.name} (reference bodies {labels.name})",
         "",
-        "Own segmentation against the reference bodies; HU error = trabecular mean HU of our",
-        "bodies minus that of the reference bodies on the same variant image (same ROI code).",
+        "Own segmentation against the reference bodies; HU error = trabecular mean HU of each of",
+        "our bodies minus that of the reference body it overlaps most, on the same variant image",
+        "(same ROI code), listed under the reference body's level.",
         "",
         case_table_header(),
         *[case_table_row(c) for c in cases],

@@ -30,6 +30,7 @@ from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..training.data import CohortRow, read_cohort, row_kvp
 from .metrics import (
     aggregate_dice,
+    body_matches,
     classification_metrics,
     dice_per_label,
     level_agreement,
@@ -107,26 +108,34 @@ def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
             ids = [name_to_id(n) for n in DICE_LEVELS]
             rec["dice"] = {str(k): v for k, v in dice_per_label(pred, ref, ids).items()}
             rec["levels"] = level_agreement(pred, ref)
+            rec["matches"] = {
+                _level_name(int(a)): _level_name(int(b)) for a, b in body_matches(pred, ref).items()
+            }
         del res
     own, ref = rec.get("own", {}), rec.get("reference", {})
     if own.get("status") == "screened" and ref.get("status") == "screened":
-        rec["hu_error"] = hu_errors(own, ref)
+        rec["hu_error"] = hu_errors(own, ref, rec.get("matches"))
         rec["level_confidence"] = own["input"].get("level_confidence")
     return rec
 
 
-def hu_errors(own: dict[str, Any], ref: dict[str, Any]) -> dict[str, float]:
-    """Trabecular mean HU of our own bodies minus that of the reference bodies, per level.
+def hu_errors(
+    own: dict[str, Any], ref: dict[str, Any], matches: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Trabecular mean HU of our own bodies minus that of the reference bodies, per reference level.
 
-    Both are measured by the same ROI code, so the difference is what the segmentation
-    costs; levels that only one of them has (or ours at an unknown level) are left out.
+    Both are measured by the same ROI code, so the difference is what the segmentation's
+    outline costs. Our bodies are paired with the reference body they overlap most
+    (``matches``: our label -> reference label), so a body at a wrong or unknown level is
+    still compared with itself, not with its neighbour; without ``matches``, by label.
     """
     theirs = {v["label"]: v["trabecular_hu_mean"] for v in ref["vertebrae"]}
-    return {
-        v["label"]: float(v["trabecular_hu_mean"] - theirs[v["label"]])
-        for v in own["vertebrae"]
-        if v["label"] in theirs
-    }
+    out: dict[str, float] = {}
+    for v in own["vertebrae"]:
+        target = matches.get(v["label"]) if matches is not None else v["label"]
+        if target is not None and target in theirs:
+            out[target] = float(v["trabecular_hu_mean"] - theirs[target])
+    return out
 
 
 def _patient_truth(row_raw: dict[str, str], truth: dict[str, float], levels: list[str]) -> float | None:

@@ -36,7 +36,8 @@ def body_heights(body: np.ndarray, spacing: tuple[float, float, float]) -> tuple
 
     Heights are taken as in Genant's semi-quantitative reading: on the mid-sagittal band, at
     15 %, 50 % and 85 % of the body's depth (not at its rounded front and back rims), each the
-    median height of the voxel columns there. None for a body too thin to tell.
+    median height of the voxel columns within 15 % of the depth around it. None for a body
+    too thin to tell.
     """
     js = np.where(body.any(axis=(0, 2)))[0]
     if len(js) < 6:
@@ -45,11 +46,13 @@ def body_heights(body: np.ndarray, spacing: tuple[float, float, float]) -> tuple
     # The mid-sagittal band of the body (a few mm either side of the centre).
     half = max(1, int(5 / spacing[0]))
     sub = body[max(0, ci - half) : ci + half + 1]
-    near = max(1, int(round(2.0 / spacing[1])))
+    depth = float(js.max() - js.min())
     heights = []
     for frac in (0.15, 0.5, 0.85):
-        j = int(round(js.min() + frac * (js.max() - js.min())))
-        cols = sub[:, max(0, j - near) : j + near + 1, :].reshape(-1, sub.shape[2])
+        j = js.min() + frac * depth
+        lo = max(int(js.min()), int(round(j - 0.15 * depth)))
+        hi = max(lo, int(round(j + 0.15 * depth)))
+        cols = sub[:, lo : hi + 1, :].reshape(-1, sub.shape[2])
         h = [np.ptp(np.where(c)[0]) + 1 for c in cols if c.any()]
         heights.append(float(np.median(h)) * spacing[2] if h else 0.0)
     return heights[0], heights[1], heights[2]

@@ -138,6 +138,12 @@ def _canal_front(whole: np.ndarray, slices: np.ndarray, spacing: tuple[float, fl
     return int(np.median(fronts))
 
 
+def _tight(mask: np.ndarray) -> tuple[slice, ...]:
+    """The mask's bounding box grown by one voxel (clipped to the array)."""
+    sl = ndimage.find_objects(mask.astype(np.uint8))[0]
+    return tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(sl, mask.shape))
+
+
 def refine_bodies(
     inst: np.ndarray, classes: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float]
 ) -> tuple[np.ndarray, dict[int, list[str]]]:
@@ -166,7 +172,10 @@ def refine_bodies(
         body = inst[box] == lbl
         done: list[str] = []
         others = (inst[box] > 0) & ~body
-        filled = _fill_holes(body, spacing) & ~others
+        # Filling and peeling stay inside the body's own bounding box (plus a voxel): cheap.
+        tight = _tight(body)
+        filled = body.copy()
+        filled[tight] = _fill_holes(body[tight], spacing) & ~others[tight]
         if filled.sum() > body.sum():
             done.append("holes_filled")
             body = filled
@@ -188,7 +197,9 @@ def refine_bodies(
                 if add.any():
                     body = body | add
                     done.append("extended_to_canal")
-        peeled = _peel_soft_rim(body, hu[box], spacing)
+        tight = _tight(body)
+        peeled = body.copy()
+        peeled[tight] = _peel_soft_rim(body[tight], hu[box][tight], spacing)
         if peeled.sum() < body.sum():
             body = peeled
             done.append("soft_rim_peeled")

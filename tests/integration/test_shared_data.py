@@ -107,3 +107,29 @@ def test_single_images_are_not_screenable(shared_data: Path, tmp_path: Path) -> 
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_robustness_variants_of_the_real_example(shared_data: Path, tmp_path: Path) -> None:
+    """`osteoscreen robustness`: a reoriented copy gives the same bodies as the original."""
+    ex = shared_data / "ct" / "totalseg_example"
+    proc = run_cli(
+        "robustness",
+        "--image",
+        str(ex / "example_ct.nii.gz"),
+        "--labels",
+        str(ex / "labels" / "vertebral_bodies_verse.nii.gz"),
+        "--out",
+        str(tmp_path),
+        "--variants",
+        "original",
+        "lps",
+    )
+    assert proc.returncode == 0, proc.stderr
+    cases = {c["case_id"]: c for c in json.loads((tmp_path / "robustness.json").read_text())["cases"]}
+    assert set(cases) == {"original", "lps"}
+    for c in cases.values():
+        assert min(c["dice_matched"][n] for n in ("T12", "L1", "L2", "L3", "L4")) >= 0.85
+        assert c["levels"]["correct"] == 6 and c["levels"]["missed"] == 0
+        assert all(abs(c["hu_error"][n]) <= 8.0 for n in ("L1", "L2", "L3"))
+    assert cases["lps"]["dice"] == cases["original"]["dice"]
+    assert "| lps |" in (tmp_path / "robustness.md").read_text()

@@ -108,8 +108,21 @@ def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
             ids = [name_to_id(n) for n in DICE_LEVELS]
             rec["dice"] = {str(k): v for k, v in dice_per_label(pred, ref, ids).items()}
             rec["levels"] = level_agreement(pred, ref)
-            rec["matches"] = {
-                _level_name(int(a)): _level_name(int(b)) for a, b in body_matches(pred, ref).items()
+            pairs = body_matches(pred, ref)
+            rec["matches"] = {_level_name(a): _level_name(b) for a, b in pairs.items()}
+            # Outline quality whatever the level: each reference body against the body of ours
+            # that overlaps it most (ours may carry another id, or V1, V2, ...).
+            ours: dict[int, tuple[int, int]] = {}
+            for a, b in pairs.items():
+                overlap = int(((pred == a) & (ref == b)).sum())
+                if b not in ours or overlap > ours[b][1]:
+                    ours[b] = (a, overlap)
+            rec["dice_matched"] = {
+                n: _dice(pred == ours[name_to_id(n)][0], ref == name_to_id(n))
+                if name_to_id(n) in ours
+                else 0.0
+                for n in DICE_LEVELS
+                if (ref == name_to_id(n)).any()
             }
         del res
     own, ref = rec.get("own", {}), rec.get("reference", {})
@@ -117,6 +130,10 @@ def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
         rec["hu_error"] = hu_errors(own, ref, rec.get("matches"))
         rec["level_confidence"] = own["input"].get("level_confidence")
     return rec
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(1.0, float(a.sum() + b.sum()))
 
 
 def hu_errors(
@@ -296,6 +313,7 @@ def evaluate_cohort(
         {
             "case_id": r["case_id"],
             "dice": {_level_name(int(k)): v for k, v in r.get("dice", {}).items()},
+            "dice_matched": r.get("dice_matched"),
             "levels": r.get("levels"),
             "level_confidence": r.get("level_confidence"),
             "hu_error": r.get("hu_error"),
@@ -410,8 +428,8 @@ def segmentation_markdown(seg: dict[str, Any]) -> list[str]:
 
 def case_table_header() -> str:
     return (
-        "| case | Dice T12 / L1 / L2 / L3 / L4 | levels right | spurious | missed | level confidence "
-        "| HU error L1 / L2 / L3 |\n|---|---|---|---|---|---|---|"
+        "| case | Dice T12 / L1 / L2 / L3 / L4 | Dice by overlap (any level) | levels right | spurious "
+        "| missed | level confidence | HU error L1 / L2 / L3 |\n|---|---|---|---|---|---|---|---|"
     )
 
 
@@ -420,12 +438,13 @@ def case_table_row(c: dict[str, Any]) -> str:
         return "-" if v is None else format(v, fmt)
 
     dice = " / ".join(f(c["dice"].get(n), ".3f") for n in DICE_LEVELS)
+    matched = " / ".join(f((c.get("dice_matched") or {}).get(n), ".3f") for n in DICE_LEVELS)
     lv = c.get("levels") or {}
     err = c.get("hu_error") or {}
     hu = " / ".join(f(err.get(n), "+.1f") for n in ("L1", "L2", "L3"))
     conf = c.get("level_confidence")
     return (
-        f"| {c['case_id']} | {dice} | {lv.get('correct', 0)} of {lv.get('n_pred', 0)} | "
+        f"| {c['case_id']} | {dice} | {matched} | {lv.get('correct', 0)} of {lv.get('n_pred', 0)} | "
         f"{lv.get('spurious', 0)} | {lv.get('missed', 0)} of {lv.get('n_ref', 0)} | {f(conf, '.2f')} | {hu} |"
     )
 

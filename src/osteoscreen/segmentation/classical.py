@@ -1,9 +1,10 @@
 """A classical spine finder, independent of the networks: the column of bone pieces stacked
 along the trunk's midline (canonical RAS grid, +y anterior).
 
-Slice by slice at 4 mm, bone (> 150 HU) is split into pieces; a vertebra (body and arch) is a
-piece of 3-40 cm2 near the trunk's left-right middle and behind its front 40 % (which holds
-the sternum and the bowel). The finder keeps the longest chain of such pieces that moves at
+Slice by slice at 4 mm, bone (> 150 HU) is split into pieces; a vertebra (body and arch) is
+the hindmost piece of 3-40 cm2 near the trunk's left-right middle and behind its front 40 %
+(which holds the sternum and the bowel; a contrast-filled aorta, as dense as bone, lies
+beside and in front of the spine). The finder keeps the longest chain of such pieces that moves at
 most 10 mm sideways and 30 mm front-back from one to the next (a slice may hold the body and
 the next only its arch), with gaps of up to 20 mm (the discs), at least
 60 mm long. It does not count or label vertebrae; it says where the spine is.
@@ -96,8 +97,8 @@ class SpineColumn:
 
 
 def _candidates(bone: np.ndarray, trunk: np.ndarray, sp: float) -> list[tuple[float, float, float]]:
-    """Body-sized pieces of one axial slice's bone near the trunk's left-right middle, behind
-    its front 40 %: (i, j, area cm2), largest first."""
+    """The hindmost body-sized piece of one axial slice's bone near the trunk's left-right
+    middle, behind its front 40 %: [(i, j, area cm2)] or []."""
     if trunk.sum() * sp * sp / 100.0 < 100.0:  # less than 100 cm2 of trunk: not a torso slice
         return []
     lab, n = ndimage.label(bone)
@@ -115,7 +116,8 @@ def _candidates(bone: np.ndarray, trunk: np.ndarray, sp: float) -> list[tuple[fl
         for a, (ci, cj) in zip(area, cents)
         if _BODY_AREA_CM2[0] <= a <= _BODY_AREA_CM2[1] and abs(ci - i_mid) <= 0.2 * half_w and cj <= j_front
     ]
-    return sorted(out, key=lambda c: -c[2])
+    # The hindmost: a contrast-filled aorta runs beside and in front of the spine, never behind.
+    return sorted(out, key=lambda c: c[1])[:1]
 
 
 def find_spine_column(hu: np.ndarray, spacing: tuple[float, float, float]) -> SpineColumn | None:

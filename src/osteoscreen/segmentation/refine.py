@@ -2,14 +2,17 @@
 
 Three rules a vertebral body obeys whatever the network learnt:
 
-- it is solid: holes inside a body (dense trabecular patches the network was unsure of,
-  bone islands) are body;
+- it is solid: holes inside a body and deep bays of its outline (where the network was unsure
+  of dense trabecular patches or a bone island) are body;
 - it reaches back to the spinal canal: the body is everything of the vertebra in front of the
   canal's front wall, the same definition our training targets use for whole-vertebra labels
   (``training.real.body_from_vertebra``). Where the network put that boundary too far forward,
   calling the back of the body "posterior elements", those voxels go to the body. The canal is
   the hole that body and posterior elements close around in axial slices; a body whose arch
-  does not close (cut by the field of view, fractured, a network miss) is left as it is.
+  does not close (cut by the field of view, fractured, a network miss) is left as it is;
+- its outline is bone: outline voxels darker than 100 HU and no brighter than the body inside
+  them are soft tissue or disc and are peeled off (at most 3 mm deep), so that the 3 mm
+  erosion of the trabecular ROI starts from the cortex, not from the fat around it.
 """
 
 from __future__ import annotations

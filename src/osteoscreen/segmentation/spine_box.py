@@ -38,14 +38,10 @@ def _vertical_column(column: np.ndarray, spacing: Sequence[float]) -> np.ndarray
     big = sizes * float(np.prod(spacing)) / 1000.0 >= _MIN_PIECE_ML
     if not big.any():
         return column
-    lab[~np.isin(lab, idx[big])] = 0
     idx, sizes = idx[big], sizes[big]
-    lab, n = ndimage.label(lab > 0)
-    idx = np.arange(1, n + 1)
-    sizes = ndimage.sum_labels(column, lab, index=idx)
     cents = np.array(ndimage.center_of_mass(column, lab, idx)) * np.asarray(spacing, dtype=float)
     boxes = ndimage.find_objects(lab)
-    zr = [(b[2].start * spacing[2], b[2].stop * spacing[2]) for b in boxes]
+    zr = [(boxes[i - 1][2].start * spacing[2], boxes[i - 1][2].stop * spacing[2]) for i in idx]
     best: tuple[float, float, list[int]] | None = None
     for seed in np.argsort(-sizes):
         near = np.where(np.hypot(*(cents[:, :2] - cents[seed, :2]).T) <= _COLUMN_RADIUS_MM)[0]
@@ -63,7 +59,7 @@ def _vertical_column(column: np.ndarray, spacing: Sequence[float]) -> np.ndarray
         if best is None or key[:2] > best[:2]:
             best = key
     assert best is not None
-    return np.isin(lab, [i + 1 for i in best[2]])
+    return np.isin(lab, idx[best[2]])
 
 
 def spine_box_from_classes(

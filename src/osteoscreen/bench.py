@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     from .synth.example import write_example
 
     results = []
-    for i, name in enumerate(a.cases):
+    for name in a.cases:
         c = CASES[name]
+        i = list(CASES).index(name)  # its study folder, whichever subset runs
         study = a.work / f"study{i}"
         if not (study / "dicom").is_dir():
             t = time.perf_counter()

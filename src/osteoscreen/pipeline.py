@@ -83,22 +83,39 @@ class Bodies:
     source: str  # "vbnet" or "given"
 
 
+#: In-plane margin (mm) around the fine stage's box for the post-processing crop.
+_CROP_MARGIN_MM = 10.0
+
+
 def segment_vertebrae(canon: Volume, models: ModelSet) -> Bodies:
     """VB-Net tissue classes -> body instances -> levels."""
     seg = segment_classes(canon, models.coarse, models.fine)
-    inst, bodies = find_bodies(seg.classes, canon.spacing)
+    # Every class voxel lies in the fine stage's box: the post-processing works on that box
+    # (widened in-plane by a margin, all slices kept so that edges and heights stay the
+    # volume's), a fifth of a 512 x 512 matrix or less.
+    margin = [int(np.ceil(_CROP_MARGIN_MM / s)) for s in canon.spacing[:2]]
+    crop = (
+        *(slice(max(0, a - m), min(n, b + m)) for (a, b), m, n in zip(seg.box[:2], margin, canon.shape)),
+        slice(0, canon.shape[2]),
+    )
+    classes = seg.classes[crop]
+    inst, bodies = find_bodies(classes, canon.spacing)
     if not bodies:
         raise NotScreenableError("no vertebral body found in the image (is the spine in the field of view?)")
-    inst, _ = refine_bodies(inst, seg.classes, canon.array, canon.spacing)
-    levels = assign_levels(seg.classes, bodies, canon.spacing)
+    inst, _ = refine_bodies(inst, classes, canon.array[crop], canon.spacing)
+    levels = assign_levels(classes, bodies, canon.spacing)
     lut = np.zeros(int(inst.max()) + 1, dtype=np.int16)
     for mask_label, vid in levels.ids.items():
         lut[mask_label] = vid
-    labels = lut[inst]
+    labels = np.zeros(canon.shape, dtype=np.int16)
+    labels[crop] = lut[inst]
     edge = {levels.ids[b.mask_label]: b.touches_edge for b in bodies}
     warnings = seg.warnings + levels.warnings
     if seg.column is not None:
-        off = check_bodies(seg.column, [b.centroid_ijk for b in bodies])
+        off = check_bodies(
+            seg.column,
+            [(i + crop[0].start, j + crop[1].start, k) for i, j, k in (b.centroid_ijk for b in bodies)],
+        )
         if 2 * len(off) > len(bodies):
             names = ", ".join(id_to_name(levels.ids[bodies[i].mask_label]) for i in off)
             warnings.append(
@@ -155,15 +172,14 @@ def measure_vertebrae(
     Returns the measurements and the ROIs as one label map (the bodies' ids) on the canonical
     grid. Each body is measured on its own box, so the cost does not grow with the volume.
     """
-    ids = [int(v) for v in np.unique(bodies.labels) if v > 0]
+    # One pass over the label map gives every body's box (ids are >= 0 by construction).
+    boxes = ndimage.find_objects(bodies.labels)
+    ids = [v for v, box in enumerate(boxes, start=1) if box is not None]
     # Anatomical order: known levels by id, unknown ones (101+) by their top-to-bottom number.
     ids.sort(key=lambda v: (v > UNKNOWN_LEVEL_BASE, v))
-    boxes = ndimage.find_objects(np.clip(bodies.labels, 0, None).astype(np.int32))
     roi_map = np.zeros(bodies.labels.shape, dtype=np.int16)
     out: list[RoiMeasurement] = []
     for vid in ids:
-        if boxes[vid - 1] is None:
-            continue
         m, roi, sub = measure_labelled_body(
             canon.array,
             bodies.labels,
@@ -470,7 +486,7 @@ def screen(
             volume, warnings = load_volume(input_path)
             if kvp is not None and volume.meta.get("kvp") is None:
                 volume.meta["kvp"] = float(kvp)
-            view = volume.canonical()
+            view = volume.canonical().compact(volume)
             canon = view.volume
         if models is None:
             with stages.time("load_models"):

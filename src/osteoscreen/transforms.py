@@ -30,6 +30,7 @@ __all__ = [
     "ScanContext",
     "context_channels",
     "extract_crop",
+    "float_block",
     "normalize_hu",
     "resample",
     "resample_labels",
@@ -48,10 +49,19 @@ def normalize_hu(
     return hu.clamp(clip[0], clip[1]) / scale
 
 
+def float_block(array: np.ndarray) -> torch.Tensor:
+    """A contiguous float32 tensor of a 3-D array: shares its memory where it already is one.
+
+    Canonical views may be permuted or flipped (negative strides), which torch cannot wrap;
+    those are copied (:meth:`CanonicalView.compact` copies once for a whole pipeline run).
+    """
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
 def _as_5d(array: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(array, np.ndarray):
         # Canonical views may have negative strides; torch needs a plain float32 block.
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+        return float_block(array)[None, None]
     t = array if array.dtype == torch.float32 else array.float()
     return t[None, None]
 

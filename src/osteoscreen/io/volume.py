@@ -83,6 +83,30 @@ class CanonicalView:
     transform: np.ndarray
     original_shape: tuple[int, int, int]
 
+    def compact(self, source: Volume | None = None) -> CanonicalView:
+        """This view with its RAS array copied once into one C-contiguous block.
+
+        Canonical views of DICOM and NIfTI volumes are transposed and flipped in memory, and
+        every stage that hands them to torch or scans them would copy them again. Where
+        ``source`` (the input volume) is given, its array becomes a view of the same block, so
+        that only one copy of the voxels stays in memory.
+        """
+        arr = self.volume.array
+        if arr.flags.c_contiguous:
+            return self
+        import torch  # the fastest strided copy at hand (2 cores: 0.56 s vs numpy 1.0 s, 512^2 x 300)
+
+        flips = [ax for ax in range(arr.ndim) if arr.strides[ax] < 0]
+        view = arr
+        for ax in flips:
+            view = np.flip(view, ax)  # positive strides over the same memory
+        t = torch.from_numpy(view)
+        block = (t.flip(flips) if flips else t).contiguous().numpy()
+        out = CanonicalView(replace(self.volume, array=block), self.transform, self.original_shape)
+        if source is not None:
+            source.array = out.to_original(block)
+        return out
+
     def to_original(self, array: np.ndarray) -> np.ndarray:
         """Map an array on the canonical grid back to the input grid (exact, no resampling)."""
         return np.asarray(nib.orientations.apply_orientation(array, _inverse(self.transform)))

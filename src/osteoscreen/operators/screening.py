@@ -90,7 +90,7 @@ class CTStudyLoaderOperator(Operator):
         try:
             with state.stages.time("load"):
                 state.volume, state.warnings = load_volume(self.input_path)
-                state.view = state.volume.canonical()
+                state.view = state.volume.canonical().compact(state.volume)
         except NotScreenableError as exc:
             state.reason = str(exc)
         op_output.emit(state, "study")

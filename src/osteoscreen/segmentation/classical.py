@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from ..transforms import resample
@@ -120,7 +121,9 @@ def _candidates(bone: np.ndarray, trunk: np.ndarray, sp: float) -> list[tuple[fl
     return sorted(out, key=lambda c: c[1])[:1]
 
 
-def find_spine_column(hu: np.ndarray, spacing: tuple[float, float, float]) -> SpineColumn | None:
+def find_spine_column(
+    hu: np.ndarray | torch.Tensor, spacing: tuple[float, float, float]
+) -> SpineColumn | None:
     """The vertebral column's course through a canonical CT, or None where none is found."""
     small = resample(hu, spacing, (_SPACING,) * 3)[0, 0].numpy()
     trunk = ndimage.binary_fill_holes(small > -400.0)

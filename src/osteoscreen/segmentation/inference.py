@@ -13,11 +13,11 @@ from ..errors import NotScreenableError
 from ..io.volume import Volume
 from ..labels import SegClass
 from ..models import Bundle
-from ..transforms import normalize_hu, resample
+from ..transforms import float_block, normalize_hu, resample
 from .classical import FALLBACK_WARNING, SpineColumn, find_spine_column, off_column
 from .spine_box import column_centre, spine_box_from_classes
 
-__all__ = ["SegmentationOutput", "run_network", "segment_classes"]
+__all__ = ["SegmentationOutput", "channel_argmax", "run_network", "segment_classes"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,22 @@ def run_network(bundle: Bundle, image: torch.Tensor) -> torch.Tensor:
     return prob[..., : shape[0], : shape[1], : shape[2]]
 
 
+def channel_argmax(prob: torch.Tensor) -> np.ndarray:
+    """Arg-max over the first axis of (C, X, Y, Z) as uint8, first index on ties.
+
+    Same result as ``prob.argmax(0)``, but one channel at a time: torch reduces over a
+    non-contiguous leading axis several times slower (2.5 s vs 0.35 s on a 220 x 200 x 300
+    box with 7 classes, 2 cores).
+    """
+    best = prob[0].clone()
+    idx = torch.zeros(prob.shape[1:], dtype=torch.uint8)
+    for c in range(1, prob.shape[0]):
+        higher = prob[c] > best
+        idx[higher] = c
+        torch.maximum(best, prob[c], out=best)
+    return idx.numpy()
+
+
 def segment_classes(volume: Volume, coarse: Bundle, fine: Bundle) -> SegmentationOutput:
     """Segment a canonical (RAS) CT into tissue classes.
 
@@ -70,15 +86,17 @@ def segment_classes(volume: Volume, coarse: Bundle, fine: Bundle) -> Segmentatio
     arr = volume.array
     sp = volume.spacing
     cs = float(coarse.inference["spacing_mm"])
-    c_img = normalize_hu(resample(arr, sp, (cs, cs, cs)))
-    c_cls = run_network(coarse, c_img)[0].argmax(0).numpy().astype(np.uint8)
+    # One float32 copy of the (often transposed) canonical view serves all three resamplings.
+    block = float_block(arr)
+    c_img = normalize_hu(resample(block, sp, (cs, cs, cs)))
+    c_cls = channel_argmax(run_network(coarse, c_img)[0])
     scale = tuple(n / m for n, m in zip(arr.shape, c_cls.shape))
     box = spine_box_from_classes(c_cls, (cs, cs, cs), scale=scale, target_shape=arr.shape)
     warnings: list[str] = []
     # The classical spine finder checks the coarse stage: where the network's column is
     # missing or far from the bone column the finder sees, the fine stage runs around the
     # finder's column instead (a fallback, said so).
-    column = find_spine_column(arr, sp)
+    column = find_spine_column(block, sp)
     if column is not None:
         centre = column_centre(c_cls, (cs, cs, cs))
         far = centre is None or off_column(column, *(c * f for c, f in zip(centre, scale)))
@@ -92,13 +110,15 @@ def segment_classes(volume: Volume, coarse: Bundle, fine: Bundle) -> Segmentatio
         )
     sl = tuple(slice(a, b) for a, b in box)
     fs = float(fine.inference["spacing_mm"])
-    sub = arr[sl]
+    sub = block[sl]
     f_img = normalize_hu(resample(sub, sp, (fs, fs, fs)))
+    del block
     prob = run_network(fine, f_img)
     # Back to the input grid: interpolate probabilities (not labels) for smooth boundaries.
     prob = F.interpolate(prob, size=tuple(sub.shape), mode="trilinear", align_corners=False)
     classes = np.zeros(arr.shape, dtype=np.uint8)
-    classes[sl] = prob[0].argmax(0).numpy().astype(np.uint8)
+    classes[sl] = channel_argmax(prob[0])
+    del prob
     if not (classes == SegClass.BODY).any():
         raise NotScreenableError("no vertebral body found in the image (is the spine in the field of view?)")
     return SegmentationOutput(classes, box, warnings, column)

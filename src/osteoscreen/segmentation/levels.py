@@ -78,7 +78,7 @@ def find_bodies(
         return inst, []
     objs = ndimage.find_objects(lab)
     sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-    cents = ndimage.center_of_mass(body, lab, index=np.arange(1, n + 1))
+    cents = _centroids(lab, objs)
     found = []
     keep = np.zeros(n + 1, dtype=np.int32)
     for i in range(n):
@@ -98,6 +98,21 @@ def find_bodies(
     inst[box] = keep[lab]
     _mark_rib_bearing(classes, inst, bodies, spacing)
     return inst, bodies
+
+
+def _centroids(lab: np.ndarray, objs: list[tuple[slice, ...] | None]) -> list[tuple[float, ...]]:
+    """Centre of mass (voxels) of each label 1..n, each computed inside its own box.
+
+    ``ndimage.center_of_mass`` scans the whole array once per label.
+    """
+    out: list[tuple[float, ...]] = []
+    for i, sl in enumerate(objs, start=1):
+        if sl is None:
+            out.append((float("nan"),) * lab.ndim)
+            continue
+        idx = np.nonzero(lab[sl] == i)
+        out.append(tuple(float(ax.mean()) + s.start for ax, s in zip(idx, sl)))
+    return out
 
 
 #: A body lies on the column of its neighbours: farther than this in-plane (mm) from the
@@ -268,11 +283,13 @@ def _mark_rib_bearing(
     ribs, _ = ndimage.label(rib)
     rib_ml = np.bincount(ribs.ravel()) * voxel_ml
     rib_boxes = ndimage.find_objects(ribs)
+    body_boxes = ndimage.find_objects(inst)
     for b in bodies:
         z0, z1 = b.z_range
         ci, cj, _ = b.centroid_ijk
         # The body's half-width (left-right), robust to a blob merged at its side.
-        xs = np.nonzero(inst[:, :, z0 : z1 + 1] == b.mask_label)[0]
+        own = body_boxes[b.mask_label - 1]
+        xs = np.nonzero(inst[own] == b.mask_label)[0] + own[0].start
         half_w = float(np.clip((np.percentile(xs, 95) - np.percentile(xs, 5)) * spacing[0] / 2.0, 15.0, 28.0))
         reach = int(round((half_w + _RIB_HEAD_REACH_MM) / spacing[0]))
         back = int(round(45.0 / spacing[1]))

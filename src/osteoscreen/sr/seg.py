@@ -72,7 +72,10 @@ def build_seg(
     ids = _check_label_ids(label_ids)
     sources = _check_sources(volume)
 
-    present = set(np.unique(labels_ijk).tolist())
+    if labels_ijk.size and int(labels_ijk.min()) < 0:
+        labels_ijk = np.clip(labels_ijk, 0, None)
+    # bincount: one pass, several times faster than np.unique on a 512 x 512 x 300 map.
+    present = set(np.flatnonzero(np.bincount(labels_ijk.ravel())).tolist())
     missing = [i for i in ids if i not in present]
     if missing:
         raise ValueError(f"label_ids {missing} do not occur in labels_ijk")
@@ -82,7 +85,7 @@ def build_seg(
     for number, label_id in enumerate(ids, start=1):
         lut[label_id] = number
     # (i, j, k) -> frames (k), rows (j), columns (i).
-    pixel_array = np.ascontiguousarray(lut[np.transpose(np.clip(labels_ijk, 0, None), (2, 1, 0))])
+    pixel_array = np.ascontiguousarray(lut[np.transpose(labels_ijk, (2, 1, 0))])
 
     algorithm = hd.AlgorithmIdentificationSequence(
         name=algorithm_name, family=codes.ALGORITHM_FAMILY, version=algorithm_version

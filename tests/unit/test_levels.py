@@ -113,3 +113,31 @@ def test_last_rib_shaft_and_transverse_processes_do_not_bear_ribs() -> None:
     cls[33:37, 16:19, l2_mid - 1 : l2_mid + 1] = SegClass.RIB
     _, bodies = find_bodies(cls, SP)
     assert [b.rib_bearing for b in bodies] == [True, False, False, False]
+
+
+def test_rib_like_bone_beside_a_lumbar_body_is_overruled_by_the_sacrum() -> None:
+    # T12 bears ribs, L1 none, L3 "ribs" (a transverse process taken for one), sacrum below L5.
+    cls = _column(7, [False, True, False, False, True, False, False], sacrum=True)
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    names = [la.ids[b.mask_label] for b in bodies]
+    assert names == [name_to_id(n) for n in ("T11", "T12", "L1", "L2", "L3", "L4", "L5")]
+    assert la.confidence == 0.8
+    assert any("overruled" in w for w in la.warnings)
+
+
+def test_sacralised_l5_keeps_the_rib_anchor() -> None:
+    # Ribs on the two bodies above four rib-free ones and the sacrum: four lumbar bodies.
+    cls = _column(6, [True, True, False, False, False, False], sacrum=True)
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[1].mask_label] == name_to_id("T12")
+    assert any("transitional" in w for w in la.warnings)
+
+
+def test_stray_sacrum_voxels_at_the_top_do_not_hide_the_sacrum() -> None:
+    cls = _column(3, [False, False, False], sacrum=True)
+    cls[0:6, 0:6, -3:] = SegClass.SACRUM  # a few "sacrum" voxels at the scan's top edge
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert [la.ids[b.mask_label] for b in bodies] == [name_to_id(n) for n in ("L3", "L4", "L5")]

@@ -104,6 +104,11 @@ def segment_classes(volume: Volume, coarse: Bundle, fine: Bundle) -> Segmentatio
             box = [*column.box(arr.shape)[:2], (0, arr.shape[2])]
             warnings.append(FALLBACK_WARNING)
             log.warning(FALLBACK_WARNING)
+        else:
+            # The coarse network may miss a faint (osteoporotic) body at the column's end;
+            # the fine stage then reaches as far up and down as the bone column goes.
+            k0, k1 = column.box(arr.shape)[2]
+            box[2] = (min(box[2][0], k0), max(box[2][1], k1))
     if box is None or min(b - a for a, b in box) < 3:
         raise NotScreenableError(
             "no vertebral column found in the image (is the spine in the field of view?)"

@@ -261,7 +261,10 @@ def _split_merged(
 #: body's half-width count as a rib head. The shaft of the last rib slopes down and out, so
 #: at the next body's height it lies farther out and must not make that body rib-bearing.
 _RIB_HEAD_REACH_MM = 22.0
-_RIB_HEAD_MIN_ML = 0.02
+#: Less rib than this (ml) in the zone is not a rib head: more than one voxel of a 3 mm grid
+#: (0.027 ml), which alone had made L1 of an osteoporotic scan "rib-bearing" (the 12th rib's
+#: shaft passing its top corner), every level then one off.
+_RIB_HEAD_MIN_ML = 0.04
 _RIB_MIN_ML = 1.0
 _RIB_MIN_REACH_MM = 20.0
 
@@ -327,16 +330,33 @@ def assign_levels(
     anchor_sac: int | None = None  # index in bodies of L5
     sac = classes == SegClass.SACRUM
     if n and sac.any():
+        # The sacrum is its largest piece: stray "sacrum" voxels elsewhere (in the chest at the
+        # top of a scan) must not move its top.
+        pieces, _ = ndimage.label(sac)
+        sizes = np.bincount(pieces.ravel())
+        sizes[0] = 0
+        big = int(sizes.argmax())
+        sac_top = ndimage.find_objects((pieces == big).astype(np.uint8))[0][2].stop - 1
         lowest = bodies[-1]
-        sac_top = int(np.where(sac.any(axis=(0, 1)))[0].max())
         gap_mm = (lowest.z_range[0] - sac_top) * spacing[2]
-        if -15.0 <= gap_mm <= 25.0 and sac.sum() * np.prod(spacing) / 1000.0 > 5.0:
+        if -15.0 <= gap_mm <= 25.0 and sizes[big] * np.prod(spacing) / 1000.0 > 5.0:
             anchor_sac = n - 1
             cues.append("sacrum")
     ids: dict[int, int] = {}
     if anchor_rib is not None and anchor_sac is not None:
         lumbar = anchor_sac - anchor_rib
-        if lumbar == 5:
+        agree = anchor_sac - 5
+        if lumbar < 5 and agree >= 0 and rib_flags[agree] and not all(rib_flags[agree : anchor_rib + 1]):
+            # The body five above the sacrum bears ribs, then a rib-free one, then "ribs" again:
+            # a lumbar transverse process segmented as rib (a sacralised L5 would leave no
+            # rib-free body in between). The two anchors agree on the body five above.
+            warnings.append(
+                f"rib-like bone beside {lumbar} bodies above the sacrum overruled: the rib-bearing body "
+                "five above the sacrum is taken as T12"
+            )
+            anchor_rib, lumbar = agree, 5
+            confidence = 0.8
+        elif lumbar == 5:
             confidence = 1.0
         else:
             confidence = 0.6

@@ -137,7 +137,22 @@ def test_sacralised_l5_keeps_the_rib_anchor() -> None:
 
 def test_stray_sacrum_voxels_at_the_top_do_not_hide_the_sacrum() -> None:
     cls = _column(3, [False, False, False], sacrum=True)
-    cls[0:6, 0:6, -3:] = SegClass.SACRUM  # a few "sacrum" voxels at the scan's top edge
+    cls[0:6, 0:6, -3:] = SegClass.SACRUM  # a few "sacrum" voxels at the scan's top edge ...
+    cls[60:90, 0:40, -5:-1] = SegClass.SACRUM  # ... and a piece larger than the sacrum itself
     _, bodies = find_bodies(cls, SP)
     la = assign_levels(cls, bodies, SP)
     assert [la.ids[b.mask_label] for b in bodies] == [name_to_id(n) for n in ("L3", "L4", "L5")]
+
+
+def test_a_lone_piece_far_below_the_column_and_off_it_is_not_a_body() -> None:
+    # Five bodies, then 80 mm lower and 70 mm to the side a bony blob (a hip bone, say): with
+    # fewer than two bodies within the column window it is judged against the nearest two.
+    col = _column(5, [False] * 5, sacrum=False)
+    pad = 60
+    cls = np.concatenate([np.zeros((*col.shape[:2], pad), dtype=np.uint8), col], axis=2)
+    lowest_bottom = pad + (col.shape[2] - 3) - 4 * 10 - 8
+    z = lowest_bottom - 40  # 80 mm below
+    cls[5:12, 20:30, z - 3 : z + 2] = SegClass.BODY
+    _, bodies = find_bodies(cls, SP)
+    assert len(bodies) == 5
+    assert all(abs(b.centroid_ijk[0] - 44.5) < 2 for b in bodies)

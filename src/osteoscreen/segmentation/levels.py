@@ -170,11 +170,22 @@ def _on_the_column(
     xyz = np.array([[c[0] * spacing[0], c[1] * spacing[1], c[2] * spacing[2]] for _, _, _, c, _ in found])
     vol = np.array([float(t[2]) for t in found])
     keep = np.ones(len(found), dtype=bool)
+
+    def neighbours(i: int, among: np.ndarray) -> np.ndarray:
+        # Those within the window; at the column's end (fewer than two there), the two nearest.
+        dz = np.abs(xyz[:, 2] - xyz[i, 2])
+        near = among & (dz <= _COLUMN_WINDOW_MM)
+        near[i] = False
+        if near.sum() < 2:
+            others = np.where(among & (np.arange(len(found)) != i))[0]
+            near = np.zeros(len(found), dtype=bool)
+            near[others[np.argsort(dz[others])[:2]]] = True
+        return near
+
     for _ in range(2):
         new = keep.copy()
         for i in range(len(found)):
-            near = keep & (np.abs(xyz[:, 2] - xyz[i, 2]) <= _COLUMN_WINDOW_MM)
-            near[i] = False
+            near = neighbours(i, keep)
             if near.sum() < 2:
                 continue
             cx, cy = _column_at(xyz[near], vol[near], xyz[i, 2])
@@ -184,8 +195,7 @@ def _on_the_column(
     # Fragments: small against their kept neighbours (body size grows from T1 to L5).
     frag = np.zeros(len(found), dtype=bool)
     for i, t in enumerate(found):
-        near = keep & (np.abs(xyz[:, 2] - xyz[i, 2]) <= _COLUMN_WINDOW_MM)
-        near[i] = False
+        near = neighbours(i, keep)
         at_edge = t[4][0] == 0 or t[4][1] == n_slices - 1
         if keep[i] and near.sum() >= 2 and not at_edge:
             frag[i] = vol[i] < _MIN_RELATIVE_VOLUME * float(np.median(vol[near]))
@@ -330,16 +340,21 @@ def assign_levels(
     anchor_sac: int | None = None  # index in bodies of L5
     sac = classes == SegClass.SACRUM
     if n and sac.any():
-        # The sacrum is its largest piece: stray "sacrum" voxels elsewhere (in the chest at the
-        # top of a scan) must not move its top.
+        # The sacrum is the largest "sacrum" piece that starts below the lowest body's centre:
+        # stray "sacrum" elsewhere (in the chest, at the top of a scan) must not move its top.
+        lowest = bodies[-1]
         pieces, _ = ndimage.label(sac)
         sizes = np.bincount(pieces.ravel())
         sizes[0] = 0
+        tops = np.full(len(sizes), -1)
+        for lbl, sl in enumerate(ndimage.find_objects(pieces), start=1):
+            if sl is not None:
+                tops[lbl] = sl[2].stop - 1
+        sizes[tops >= lowest.centroid_ijk[2]] = 0
         big = int(sizes.argmax())
-        sac_top = ndimage.find_objects((pieces == big).astype(np.uint8))[0][2].stop - 1
-        lowest = bodies[-1]
+        sac_top = int(tops[big])
         gap_mm = (lowest.z_range[0] - sac_top) * spacing[2]
-        if -15.0 <= gap_mm <= 25.0 and sizes[big] * np.prod(spacing) / 1000.0 > 5.0:
+        if big > 0 and -15.0 <= gap_mm <= 25.0 and sizes[big] * np.prod(spacing) / 1000.0 > 5.0:
             anchor_sac = n - 1
             cues.append("sacrum")
     ids: dict[int, int] = {}

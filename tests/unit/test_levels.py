@@ -156,3 +156,22 @@ def test_a_lone_piece_far_below_the_column_and_off_it_is_not_a_body() -> None:
     _, bodies = find_bodies(cls, SP)
     assert len(bodies) == 5
     assert all(abs(b.centroid_ijk[0] - 44.5) < 2 for b in bodies)
+
+
+def test_a_sacral_segment_between_the_alae_is_not_a_body() -> None:
+    # T12 (ribs), L1-L5, and below L5 the S1 body segmented as body with sacral alae either side.
+    cls = _column(6, [True] + [False] * 5, sacrum=False)
+    pad = 20
+    cls = np.concatenate([np.zeros((*cls.shape[:2], pad), dtype=np.uint8), cls], axis=2)
+    l5_bottom = pad + (cls.shape[2] - pad - 3) - 5 * 10 - 8
+    s1 = slice(l5_bottom - 12, l5_bottom - 3)
+    cls[40:50, 20:30, s1] = SegClass.BODY
+    cls[25:38, 18:32, : l5_bottom - 3] = SegClass.SACRUM  # the alae, and the sacrum below them
+    cls[52:65, 18:32, : l5_bottom - 3] = SegClass.SACRUM
+    cls[40:50, 20:30, : s1.start] = SegClass.SACRUM
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert [la.ids[b.mask_label] for b in bodies] == [
+        name_to_id(n) for n in ("T12", "L1", "L2", "L3", "L4", "L5")
+    ]
+    assert set(la.cues) == {"last_rib", "sacrum"}

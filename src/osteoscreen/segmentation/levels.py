@@ -9,8 +9,12 @@ Levels, from anatomical cues, reconciled:
 - counting across the ordered instances from whichever anchor exists.
 
 When both anchors exist and disagree (a transitional vertebra: 4 or 6 lumbar bodies) the rib
-anchor wins and the confidence drops. When neither exists, the bodies are still returned,
-numbered V1, V2, ... from the top (ids 101, 102, ...) with confidence 0: never a guessed level.
+anchor wins and the confidence drops, except where the body five above the sacrum bears ribs
+and a rib-free body separates it from the last "rib-bearing" one: that is a lumbar transverse
+process taken for a rib, and the anchors agree on the body five above. Sacral segments the
+network calls body (between the sacral alae) are not vertebral bodies and are left out.
+When neither anchor exists, the bodies are still returned, numbered V1, V2, ... from the top
+(ids 101, 102, ...) with confidence 0: never a guessed level.
 """
 
 from __future__ import annotations
@@ -90,6 +94,18 @@ def find_bodies(
         found.append((cent[2], i + 1, int(sizes[i]), cent, (z0, z1)))
     found = _on_the_column(found, spacing, classes.shape[2])
     found.sort(key=lambda t: -t[0])  # superior first (RAS: larger k is higher)
+    # From the bottom up: a "body" between the sacrum's alae is a sacral segment.
+    sacrum = classes == SegClass.SACRUM
+    while found and sacrum.any():
+        lbl = found[-1][1]
+        sl = objs[lbl - 1]
+        corner = (sl[0].start + off[0], sl[1].start + off[1], sl[2].start + off[2])
+        if not _between_alae(lab[sl] == lbl, corner, sacrum, spacing):
+            break
+        log.info(
+            "body candidate at slices %d-%d lies between the sacral alae: not a vertebral body", *found[-1][4]
+        )
+        found.pop()
     bodies = []
     for rank, (_, lbl, size, cent, zr) in enumerate(found, start=1):
         keep[lbl] = rank
@@ -98,6 +114,41 @@ def find_bodies(
     inst[box] = keep[lab]
     _mark_rib_bearing(classes, inst, bodies, spacing)
     return inst, bodies
+
+
+#: The sacral alae flank the S1 body on both sides within this distance (mm) ...
+_ALA_REACH_MM = 40.0
+#: ... in at least this share of its slices; a lumbar body (transverse processes, no alae)
+#: reached 15 % at most, sacral segments taken for bodies 88 % or more (real and synthetic CT).
+_ALA_SHARE = 0.5
+
+
+def _between_alae(
+    piece: np.ndarray, at: tuple[int, int, int], sacrum: np.ndarray, spacing: tuple[float, float, float]
+) -> bool:
+    """Whether sacrum voxels lie left and right of a piece in most of its slices.
+
+    Args:
+        piece: the piece's mask on its own bounding box.
+        at: that box's corner on the grid of ``sacrum``.
+        sacrum: the sacrum class on the whole grid.
+    """
+    reach = int(round(_ALA_REACH_MM / spacing[0]))
+    i0 = max(0, at[0] - reach)
+    i1 = min(sacrum.shape[0], at[0] + piece.shape[0] + reach)
+    sac = sacrum[i0:i1, at[1] : at[1] + piece.shape[1], at[2] : at[2] + piece.shape[2]]
+    flanked = 0
+    slices = 0
+    for k in range(piece.shape[2]):
+        ii, jj = np.nonzero(piece[:, :, k])
+        if ii.size == 0:
+            continue
+        ii = ii + (at[0] - i0)
+        slices += 1
+        # Beside the piece: its own front-back extent in this slice.
+        side = np.asarray(sac[:, jj.min() : jj.max() + 1, k].any(axis=1))
+        flanked += bool(side[: ii.min()].any() and side[ii.max() + 1 :].any())
+    return slices > 0 and flanked >= _ALA_SHARE * slices
 
 
 def _centroids(lab: np.ndarray, objs: list[tuple[slice, ...] | None]) -> list[tuple[float, ...]]:

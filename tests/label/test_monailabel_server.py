@@ -152,7 +152,7 @@ def test_save_score_activelearning_train(stack: Stack, inferred: tuple[Path, dic
     stack.figures["activelearning_s"] = round(time.monotonic() - t, 1)
     assert r.status_code == 200, r.text
     nxt = r.json()
-    assert nxt["id"] == uids["second"]
+    assert nxt["id"] == uids["second"], nxt
     assert 0.0 <= nxt["uncertainty"]["mean_disagreement"] <= 1.0 and nxt["uncertainty"]["vertebrae"]
 
     # One short fine-tuning run: a new models version that `osteoscreen run --models` takes.

@@ -265,6 +265,16 @@ class BmdTraining(TrainTask):
         return {"model_version": version.name, "models_dir": str(version), "reference_studies": len(cases)}
 
 
+def _forget_labelled_cache(datastore: Datastore) -> None:
+    """Drop MONAI Label's cached list of labelled studies (DICOMweb: kept for
+    MONAI_LABEL_DICOMWEB_CACHE_EXPIRY seconds), so that a label saved a moment ago counts and
+    the study just corrected is not offered again."""
+    for cls in type(datastore).__mro__:
+        clear = getattr(cls.__dict__.get("get_labeled_images"), "cache_clear", None)
+        if callable(clear):
+            clear()
+
+
 class UncertaintyStrategy(Strategy):
     """The unlabelled study the segmenter is least sure about (test-time-augmentation
     disagreement per vertebra, plus level uncertainty); scores are cached per model version."""
@@ -282,6 +292,7 @@ class UncertaintyStrategy(Strategy):
         return self.work / "uncertainty.json"
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        _forget_labelled_cache(datastore)
         images = sorted(datastore.get_unlabeled_images())
         if not images:
             return {}

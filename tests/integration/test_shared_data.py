@@ -47,8 +47,9 @@ def test_reference_trabecular_values_with_given_segmentation(shared_data: Path, 
 
 def test_own_segmentation_of_the_real_example(shared_data: Path, tmp_path: Path) -> None:
     """The VB-Net (fine stage fine-tuned on the VerSe CTs; this CT never seen) on a real scan:
-    issue 4's goals. Measured: every level T12-L5 right (from the last rib); Dice T12 0.864,
-    L1 0.880, L2 0.860, L3 0.906, L4 0.912; HU L1-L3 +5.8 / +6.7 / +5.3 from the reference.
+    issue 4's goals. Measured: every level T12-L5 right and no other body (last rib and sacrum
+    agree: confidence 1.0); Dice T12 0.864, L1 0.880, L2 0.860, L3 0.906, L4 0.912; HU L1-L3
+    +5.8 / +6.7 / +5.3 from the reference.
     """
     import nibabel as nib
 
@@ -66,6 +67,9 @@ def test_own_segmentation_of_the_real_example(shared_data: Path, tmp_path: Path)
         assert level in got
     for level in ("L1", "L2", "L3"):
         assert got[level]["trabecular_hu_mean"] == pytest.approx(REFERENCE[level][1], abs=8.0), level
+    # No sacral segment or pelvic piece reported as a body (it had been "V7").
+    assert set(got) == {"T12", "L1", "L2", "L3", "L4", "L5"}
+    assert min(v["level_confidence"] for v in s["vertebrae"]) >= 0.8
 
 
 @pytest.fixture(scope="module")

@@ -179,6 +179,7 @@ def measure_vertebrae(
     ids.sort(key=lambda v: (v > UNKNOWN_LEVEL_BASE, v))
     roi_map = np.zeros(bodies.labels.shape, dtype=np.int16)
     out: list[RoiMeasurement] = []
+    axes = _spine_axes(bodies.labels, boxes, ids, canon.spacing)
     for vid in ids:
         m, roi, sub = measure_labelled_body(
             canon.array,
@@ -189,10 +190,35 @@ def measure_vertebrae(
             canon.spacing,
             config,
             touches_edge=bodies.touches_edge.get(vid, False),
+            axis=axes.get(vid),
         )
         out.append(m)
         roi_map[sub][roi] = vid
     return out, roi_map
+
+
+def _spine_axes(
+    labels: np.ndarray, boxes: list[Any], ids: list[int], spacing: tuple[float, float, float]
+) -> dict[int, tuple[float, float]]:
+    """The spine's direction at each body in the sagittal plane, (anterior, superior) in mm.
+
+    From the centroids of the bodies above and below it (one side at the column's ends), so
+    that a wedge-shaped (fractured) body does not tilt its own axis; at most 45 degrees.
+    """
+    cents = {}
+    for vid in ids:
+        box = boxes[vid - 1]
+        _, jj, kk = np.nonzero(labels[box] == vid)
+        cents[vid] = ((jj.mean() + box[1].start) * spacing[1], (kk.mean() + box[2].start) * spacing[2])
+    order = sorted(cents, key=lambda v: cents[v][1])  # inferior to superior
+    axes: dict[int, tuple[float, float]] = {}
+    for n, vid in enumerate(order):
+        below = cents[order[max(0, n - 1)]]
+        above = cents[order[min(len(order) - 1, n + 1)]]
+        dy, dz = above[0] - below[0], above[1] - below[1]
+        if dz > 0:
+            axes[vid] = (float(np.clip(dy, -dz, dz)), float(dz))
+    return axes
 
 
 _EXCLUDING_FLAGS = {"metal", "fracture_suspected", "partial_in_view", "empty_roi"}

@@ -7,7 +7,7 @@ from osteoscreen.config import DEFAULT_CONFIG
 from osteoscreen.labels import name_to_id
 from osteoscreen.pipeline import patient_result, protocol_guess
 from osteoscreen.results import RoiMeasurement, VertebraResult
-from osteoscreen.roi.measure import height_ratio, measure_body
+from osteoscreen.roi.measure import body_heights, height_ratio, measure_body
 
 
 def _vert(
@@ -87,6 +87,32 @@ def test_height_ratio_sees_a_wedge() -> None:
         np.full(body.shape, 100.0, np.float32), wedge, np.eye(4), (1.0, 1.0, 1.0), 20, DEFAULT_CONFIG
     )
     assert "fracture_suspected" in m.flags
+
+
+def _tilted_body(tilt_deg: float, wedge: float = 0.0) -> np.ndarray:
+    """A 30 mm deep, 26 mm tall body (1 mm voxels) tilted forward in the sagittal plane, its
+    front losing ``wedge`` of its height (measured square to its own axis)."""
+    ii, jj, kk = np.meshgrid(np.arange(30), np.arange(70), np.arange(70), indexing="ij")
+    t = np.radians(tilt_deg)
+    y, z = jj - 35.0, kk - 35.0
+    u = y * np.cos(t) - z * np.sin(t)  # depth along the body
+    v = y * np.sin(t) + z * np.cos(t)  # height along the body's axis
+    top = 13.0 - wedge * 26.0 * np.clip((u + 5.0) / 10.0, 0.0, 1.0)  # front part lowered
+    return (np.abs(ii - 15) <= 12) & (np.abs(u) <= 15.0) & (v >= -13.0) & (v <= top)
+
+
+def test_heights_are_taken_square_to_the_spine_axis() -> None:
+    # A sound body 26 mm tall, tilted by 25 degrees (lumbosacral lordosis): straight up, its
+    # front and back columns cut through the tilted endplates' corners.
+    sp = (1.0, 1.0, 1.0)
+    t = np.radians(25.0)
+    axis = (float(np.sin(t)), float(np.cos(t)))
+    sound = _tilted_body(25.0)
+    assert body_heights(sound, sp)[0] < 0.75 * 26.0
+    assert body_heights(sound, sp, axis) == pytest.approx((26.0, 26.0, 26.0), abs=1.5)
+    assert height_ratio(sound, sp, axis) == pytest.approx(1.0, abs=0.08)
+    # A real wedge fracture, tilted the same way, is still found along the axis.
+    assert height_ratio(_tilted_body(25.0, wedge=0.4), sp, axis) < 0.75
 
 
 def test_measure_vertebrae_on_boxes_equals_the_whole_volume() -> None:

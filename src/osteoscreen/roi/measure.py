@@ -31,13 +31,20 @@ _ISLAND_HU = 600.0  # trabecular bone stays well below this; islands are cortica
 _METAL_HU = 2000.0
 
 
-def body_heights(body: np.ndarray, spacing: tuple[float, float, float]) -> tuple[float, float, float] | None:
+def body_heights(
+    body: np.ndarray,
+    spacing: tuple[float, float, float],
+    axis: tuple[float, float] | None = None,
+) -> tuple[float, float, float] | None:
     """Posterior, middle and anterior height (mm) of a body on a RAS mask (j posterior -> anterior).
 
     Heights are taken as in Genant's semi-quantitative reading: on the mid-sagittal band, at
     15 %, 50 % and 85 % of the body's depth (not at its rounded front and back rims), each the
-    median height of the voxel columns within 15 % of the depth around it. None for a body
-    too thin to tell.
+    median height of the voxel columns within 15 % of the depth around it. The columns run
+    along ``axis``, the spine's own direction at the body in the sagittal plane (mm, as
+    (anterior, superior) components; default straight up): a body tilted by the lordosis or
+    kyphosis is measured square to its endplates, as a reader would. None for a body too thin
+    to tell.
     """
     js = np.where(body.any(axis=(0, 2)))[0]
     if len(js) < 6:
@@ -46,31 +53,65 @@ def body_heights(body: np.ndarray, spacing: tuple[float, float, float]) -> tuple
     # The mid-sagittal band of the body (a few mm either side of the centre).
     half = max(1, int(5 / spacing[0]))
     sub = body[max(0, ci - half) : ci + half + 1]
-    depth = float(js.max() - js.min())
+    ay, az = (0.0, 1.0) if axis is None else axis
+    norm = float(np.hypot(ay, az))
+    ay, az = (0.0, 1.0) if norm == 0 else (ay / norm, az / norm)
+    if az < 0:
+        ay, az = -ay, -az
+    step = spacing[1] * az + spacing[2] * abs(ay)
+    extent = spacing[1] * abs(ay) + spacing[2] * az
+
+    def depth_of(jj: np.ndarray, kk: np.ndarray) -> np.ndarray:  # square to the axis (mm)
+        return jj * spacing[1] * az - kk * spacing[2] * ay
+
+    _, bj, bk = np.nonzero(body)
+    whole = depth_of(bj, bk)
+    ii, jj, kk = np.nonzero(sub)
+    u = depth_of(jj, kk)
+    v = jj * spacing[1] * ay + kk * spacing[2] * az  # height, along the axis
+    # Columns one voxel wide across the axis, counted from the whole body's back; each voxel
+    # adds its own extent along the axis.
+    col = np.round((u - whole.min()) / step).astype(int)
+    depth = float(np.round((whole.max() - whole.min()) / step))  # in columns
     heights = []
     for frac in (0.15, 0.5, 0.85):
-        j = js.min() + frac * depth
-        lo = max(int(js.min()), int(round(j - 0.15 * depth)))
-        hi = max(lo, int(round(j + 0.15 * depth)))
-        cols = sub[:, lo : hi + 1, :].reshape(-1, sub.shape[2])
-        h = [np.ptp(np.where(c)[0]) + 1 for c in cols if c.any()]
-        heights.append(float(np.median(h)) * spacing[2] if h else 0.0)
+        lo = max(0, int(round(frac * depth - 0.15 * depth)))
+        hi = max(lo, int(round(frac * depth + 0.15 * depth)))
+        near = (col >= lo) & (col <= hi)
+        if not near.any():
+            heights.append(0.0)
+            continue
+        # Height of each (band row i, column) pair: highest minus lowest voxel, plus one voxel.
+        key = ii[near] * (int(col.max()) + 1) + col[near]
+        order = np.argsort(key, kind="stable")
+        _, starts = np.unique(key[order], return_index=True)
+        vv = v[near][order]
+        top = np.maximum.reduceat(vv, starts)
+        bottom = np.minimum.reduceat(vv, starts)
+        heights.append(float(np.median(top - bottom + extent)))
     return heights[0], heights[1], heights[2]
 
 
-def height_ratio(body: np.ndarray, spacing: tuple[float, float, float]) -> float:
+def height_ratio(
+    body: np.ndarray, spacing: tuple[float, float, float], axis: tuple[float, float] | None = None
+) -> float:
     """min(anterior, middle) / posterior body height (1.0 where it cannot be told)."""
-    h = body_heights(body, spacing)
+    h = body_heights(body, spacing, axis)
     if h is None or h[0] <= 0:
         return 1.0
     return min(h[1], h[2]) / h[0]
 
 
-def fracture_suspected(body: np.ndarray, spacing: tuple[float, float, float], max_ratio: float) -> bool:
+def fracture_suspected(
+    body: np.ndarray,
+    spacing: tuple[float, float, float],
+    max_ratio: float,
+    axis: tuple[float, float] | None = None,
+) -> bool:
     """Height ratio below ``max_ratio`` by more than the slices can blur: the missing height
     must exceed 1.5 slice spacings (with 5 mm slices one slice more or less is 20 % of a
     lumbar body, as much as a grade 1 fracture)."""
-    h = body_heights(body, spacing)
+    h = body_heights(body, spacing, axis)
     if h is None or h[0] <= 0:
         return False
     post, mid, ant = h
@@ -86,6 +127,7 @@ def measure_body(
     config: ScreeningConfig,
     *,
     touches_edge: bool = False,
+    axis: tuple[float, float] | None = None,
 ) -> tuple[RoiMeasurement, np.ndarray]:
     """Measure one body (mask on the canonical grid); returns the measurement and its ROI mask."""
     flags: list[str] = []
@@ -116,7 +158,7 @@ def measure_body(
         if islands.sum() < 0.5 * roi.sum():
             robust = float(h[roi & ~islands].mean())
             flags.append("bone_island")
-    if not touches_edge and fracture_suspected(b, spacing, config.fracture_height_ratio):
+    if not touches_edge and fracture_suspected(b, spacing, config.fracture_height_ratio, axis):
         flags.append("fracture_suspected")
     if values.size == 0:
         values = h[b]
@@ -159,6 +201,7 @@ def measure_labelled_body(
     config: ScreeningConfig,
     *,
     touches_edge: bool = False,
+    axis: tuple[float, float] | None = None,
 ) -> tuple[RoiMeasurement, np.ndarray, tuple[slice, ...]]:
     """``measure_body`` for one id of a label map, on the id's bounding ``box`` plus 15 mm.
 
@@ -170,6 +213,13 @@ def measure_labelled_body(
     sub_aff = affine.copy()
     sub_aff[:3, 3] = affine[:3, :3] @ np.array([b.start for b in sub]) + affine[:3, 3]
     m, roi = measure_body(
-        hu[sub], labels[sub] == label_id, sub_aff, spacing, label_id, config, touches_edge=touches_edge
+        hu[sub],
+        labels[sub] == label_id,
+        sub_aff,
+        spacing,
+        label_id,
+        config,
+        touches_edge=touches_edge,
+        axis=axis,
     )
     return m, roi, sub

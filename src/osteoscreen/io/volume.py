@@ -94,7 +94,7 @@ class CanonicalView:
         arr = self.volume.array
         if arr.flags.c_contiguous:
             return self
-        import torch  # the fastest strided copy at hand (2 cores: 0.56 s vs numpy 1.0 s, 512^2 x 300)
+        import torch  # a faster strided copy than numpy (2 cores, 512^2 x 300: 0.7-0.8 s vs 0.9-1.0 s)
 
         flips = [ax for ax in range(arr.ndim) if arr.strides[ax] < 0]
         view = arr

@@ -5,7 +5,7 @@ import io
 import pytest
 import torch
 
-from osteoscreen.networks import VBNet, make_densenet
+from osteoscreen.networks import CalibratedDenseNet, VBNet, make_densenet
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,70 @@ def test_densenet_shapes_and_script(out: int) -> None:
         assert torch.allclose(torch.jit.script(net)(x), y, atol=1e-5)
     with pytest.raises(ValueError):
         make_densenet(0)
+
+
+def _core_crops(core_hu: list[float], center: float = 100.0, scale: float = 300.0) -> torch.Tensor:
+    # Crops of soft tissue (40 HU) whose central 7 x 7 x 5 core holds the given CT numbers.
+    x = torch.full((len(core_hu), 1, 16, 16, 10), (40.0 - center) / scale)
+    for i, h in enumerate(core_hu):
+        x[i, 0, 5:12, 5:12, 3:8] = (h - center) / scale
+    return x
+
+
+def test_calibrated_densenet_starts_at_its_hu_line() -> None:
+    net = CalibratedDenseNet(
+        "regressor", init_features=8, growth_rate=4, block_config=(2, 2), slope=0.8, intercept=-0.04
+    ).eval()
+    x = _core_crops([50.0, 150.0, 300.0])
+    # A bright speck in the core (a bone island voxel) does not move the median.
+    x[0, 0, 8, 8, 5] = 2.0
+    with torch.no_grad():
+        y = net(x)[:, 0] * 100.0
+        assert torch.allclose(y, torch.tensor([36.0, 116.0, 236.0]), atol=1e-3)
+        assert torch.allclose(torch.jit.script(net)(x)[:, 0] * 100.0, y, atol=1e-4)
+
+
+def test_calibrated_classifier_orders_its_logits_by_the_thresholds() -> None:
+    net = CalibratedDenseNet(
+        "classifier", init_features=8, growth_rate=4, block_config=(2, 2), slope=1.0, intercept=0.0
+    ).eval()
+    with torch.no_grad():
+        prob = torch.softmax(net(_core_crops([40.0, 100.0, 180.0])), dim=1)
+    # Class order: normal, osteopenia, osteoporosis.
+    assert prob.argmax(dim=1).tolist() == [2, 1, 0]
+    with pytest.raises(ValueError, match="task"):
+        CalibratedDenseNet("segmenter")
+
+
+def test_calibrated_densenet_learns_a_scan_dependent_slope() -> None:
+    # The same core CT number means another BMD when a context channel says so (as kVp does).
+    torch.manual_seed(0)
+    net = CalibratedDenseNet(
+        "regressor", in_channels=2, init_features=8, growth_rate=4, block_config=(2, 2), slope=1.0
+    )
+    hu = torch.rand(32) * 250.0
+    kv = (torch.rand(32) > 0.5).float()
+    x = torch.cat([_core_crops(hu.tolist()), kv.view(-1, 1, 1, 1, 1).expand(-1, 1, 16, 16, 10)], dim=1)
+    y = (hu * torch.where(kv > 0, 0.7, 1.0) / 100.0)[:, None]
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_anterior_peak_reads_the_aorta_in_front_of_the_body_only() -> None:
+    net = CalibratedDenseNet("regressor", init_features=8, growth_rate=4, block_config=(2, 2)).eval()
+    x = torch.full((3, 1, 16, 64, 10), (40.0 - 100.0) / 300.0)  # 64 voxels A-P (96 mm)
+    x[:, 0, 5:12, 29:36, 3:8] = (150.0 - 100.0) / 300.0  # the trabecular core
+    blood = (250.0 - 100.0) / 300.0
+    x[1, 0, 2:9, 50:57, 2:8] = blood  # 30 mm in front of the centre: the aorta
+    x[2, 0, 2:9, 7:14, 2:8] = blood  # 30 mm behind it: not the aorta
+    peak = net.anterior_peak_hu(x)
+    assert peak[0] == pytest.approx(40.0, abs=1.0)
+    assert peak[1] == pytest.approx(250.0, abs=1.0)
+    assert peak[2] == pytest.approx(40.0, abs=1.0)

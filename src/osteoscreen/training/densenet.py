@@ -14,7 +14,7 @@ import torch
 from monai.losses import FocalLoss
 
 from ..config import CATEGORIES, DEFAULT_CONFIG
-from ..networks import make_densenet
+from ..networks import CalibratedDenseNet
 from ..transforms import CropSpec, context_channels
 from .common import TrainState, export_bundle, load_init_weights, model_device, seed_everything, train_loop
 from .data import (
@@ -41,6 +41,8 @@ SCALE_ERROR_OFFSET_SD = 10.0
 FAT_DROPOUT_P = 0.15
 #: The scan context the DenseNets take as extra channels (transforms.ScanContext.vector).
 CONTEXT_CHANNELS = ["kvp", "fat_hu", "fat_reference_used"]
+#: Half-widths (voxels of the crop) of the central trabecular core the calibrated head reads.
+CORE_HALF_WIDTH = (3, 3, 2)
 DENSENET_ARGS: dict[str, Any] = {
     "init_features": 16,
     "growth_rate": 12,
@@ -48,6 +50,23 @@ DENSENET_ARGS: dict[str, Any] = {
     "bn_size": 2,
     "dropout_prob": 0.1,
 }
+
+
+def _fit_hu_line(
+    model: CalibratedDenseNet, samples: list[VertebraSample], spec: CropSpec
+) -> tuple[float, float]:
+    """The training cohort's least-squares line from core CT number to BMD (both / 100)."""
+    with torch.no_grad():
+        h = torch.cat(
+            [
+                model.core_hu(torch.stack([augment_crop(s, spec, None) for s in samples[i : i + 64]]))
+                for i in range(0, len(samples), 64)
+            ]
+        ).numpy()
+    bmd = np.array([s.bmd for s in samples])
+    slope, intercept = np.polyfit(h / 100.0, bmd / BMD_SCALE, 1)
+    log.info("HU line of the training crops: BMD = %.3f x HU %+.1f", slope, intercept * BMD_SCALE)
+    return float(slope), float(intercept)
 
 
 def cohort_info(cohort: Path, n_rows: int) -> dict[str, Any]:
@@ -166,9 +185,20 @@ def train_densenet(
         )
     val_x = torch.stack([context_channels(augment_crop(s, spec, None), s.context) for s in va])
     val_bmd = np.array([s.bmd for s in va])
-    n_out = len(CATEGORIES) if task == "classifier" else 1
     in_channels = 1 + len(CONTEXT_CHANNELS)
-    model = make_densenet(n_out, in_channels=in_channels, **DENSENET_ARGS)
+    thresholds = DEFAULT_CONFIG.thresholds
+    head = {
+        "norm_center": spec.norm_center,
+        "norm_scale": spec.norm_scale,
+        "core": list(CORE_HALF_WIDTH),
+        "crop_spacing": spec.spacing[1],
+        "thresholds": [thresholds.osteoporosis_upper, thresholds.normal_lower],
+    }
+    model = CalibratedDenseNet(task, in_channels=in_channels, **head, **DENSENET_ARGS)
+    line = _fit_hu_line(model, tr, spec)
+    with torch.no_grad():
+        model.slope.fill_(line[0])
+        model.intercept.fill_(line[1])
     name = f"densenet_{task}"
     sdir = Path(out) / name
     init_info: dict[str, str] = {}
@@ -215,14 +245,17 @@ def train_densenet(
         model,
         name=name,
         description=(
-            "DenseNet 3-class BMD category (normal, osteopenia, osteoporosis), focal loss"
+            "DenseNet 3-class BMD category (normal, osteopenia, osteoporosis), focal loss; "
+            "ordinal head on the calibrated core CT number"
             if task == "classifier"
-            else f"DenseNet BMD regressor (mg/cm3 = output x {BMD_SCALE:g}), MSE"
+            else f"DenseNet BMD regressor (mg/cm3 = output x {BMD_SCALE:g}), MSE; calibrates the "
+            "crop's core CT number (per-scan slope and intercept)"
         ),
         network={
-            "_target_": "osteoscreen.networks.make_densenet",
-            "out_channels": n_out,
+            "_target_": "osteoscreen.networks.make_calibrated_densenet",
+            "task": task,
             "in_channels": in_channels,
+            **head,
             **DENSENET_ARGS,
         },
         inference={

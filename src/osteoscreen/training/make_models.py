@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=150, help="training cohort size")
     p.add_argument("--seed", type=int, default=1, help="training cohort seed")
     p.add_argument("--seg-iterations", type=int, nargs=2, default=(800, 3000), metavar=("COARSE", "FINE"))
-    p.add_argument("--reg-iterations", type=int, default=1300)
+    p.add_argument("--reg-iterations", type=int, default=1500)
     p.add_argument("--cls-iterations", type=int, default=600)
     p.add_argument("--fresh", action="store_true", help="drop checkpoints first (caches kept)")
     p.add_argument(

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import __version__
-from .bmd.predict import predict_bmd
+from .bmd.predict import core_hu, predict_bmd
 from .config import CATEGORIES, DEFAULT_CONFIG, ScreeningConfig
 from .errors import InputError, NotScreenableError
 from .io.dicom import load_volume
@@ -221,7 +221,19 @@ def _spine_axes(
     return axes
 
 
-_EXCLUDING_FLAGS = {"metal", "fracture_suspected", "partial_in_view", "empty_roi"}
+_EXCLUDING_FLAGS = {
+    "metal",
+    "fracture_suspected",
+    "partial_in_view",
+    "empty_roi",
+    "crop_off_roi",
+    "bmd_out_of_range",
+}
+#: The DenseNets read the bone at the ROI's centre; more than this (HU) from the ROI's own
+#: median and the centre is not in that bone (a concave or stray mask): the value is not used.
+CORE_ROI_MAX_HU = 100.0
+#: No adult trabecular bone lies outside this range (mg/cm3); a value outside it is an error.
+BMD_RANGE = (0.0, 400.0)
 
 
 def classify_vertebrae(
@@ -241,8 +253,13 @@ def classify_vertebrae(
     bmd, probs = predict_bmd(
         canon, [m.center_mm for m in measurements], models.classifier, models.regressor, context
     )
+    cores = core_hu(canon, [m.center_mm for m in measurements], models.regressor)
     out = []
-    for m, b, p in zip(measurements, bmd, probs):
+    for m, b, p, h in zip(measurements, bmd, probs, cores):
+        if np.isfinite(h) and abs(h - m.hu_median) > CORE_ROI_MAX_HU and "crop_off_roi" not in m.flags:
+            m.flags.append("crop_off_roi")
+        if not BMD_RANGE[0] <= b <= BMD_RANGE[1] and "bmd_out_of_range" not in m.flags:
+            m.flags.append("bmd_out_of_range")
         excluded = bool(_EXCLUDING_FLAGS & set(m.flags)) or m.roi_voxels < config.min_roi_voxels
         out.append(
             VertebraResult(

@@ -147,3 +147,21 @@ def test_measure_vertebrae_on_boxes_equals_the_whole_volume() -> None:
         assert m.center_mm == pytest.approx(ref.center_mm) and m.flags == ref.flags
         assert np.array_equal(roi_map == m.label_id, ref_roi)
     assert "metal" in ms[0].flags and "partial_in_view" in ms[2].flags
+
+
+def test_a_crop_centre_outside_the_roi_bone_is_flagged_and_left_out() -> None:
+    from osteoscreen.io.volume import Volume
+    from osteoscreen.models import load_models
+    from osteoscreen.pipeline import classify_vertebrae
+
+    hu = np.full((80, 80, 40), 150.0, dtype=np.float32)  # trabecular bone everywhere ...
+    hu[30:50, 30:50, 15:25] = -100.0  # ... but fat where the second centre lies
+    canon = Volume(hu, np.eye(4), meta={"kvp": 120.0})
+
+    def roi(name: str, centre: tuple[float, float, float]) -> RoiMeasurement:
+        return RoiMeasurement(name_to_id(name), name, 500, 900, 150.0, 150.0, 10.0, centre, (20, 20, 15), 1.0)
+
+    inside, outside = roi("L1", (10.0, 10.0, 8.0)), roi("L2", (40.0, 40.0, 20.0))
+    res = classify_vertebrae(canon, [inside, outside], load_models(), DEFAULT_CONFIG, 1.0)
+    assert "crop_off_roi" not in res[0].roi.flags and not res[0].excluded
+    assert "crop_off_roi" in res[1].roi.flags and res[1].excluded

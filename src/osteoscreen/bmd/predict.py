@@ -11,7 +11,7 @@ from ..io.volume import Volume
 from ..models import Bundle
 from ..transforms import CropSpec, ScanContext, context_channels, extract_crop
 
-__all__ = ["network_input", "predict_bmd"]
+__all__ = ["core_hu", "network_input", "predict_bmd"]
 
 
 def network_input(bundle: Bundle, crops: torch.Tensor, context: ScanContext | None) -> torch.Tensor:
@@ -46,3 +46,21 @@ def predict_bmd(
         prob = torch.softmax(classifier.network(network_input(classifier, xc, context)), dim=1).numpy()
     probs = [{str(k): float(p[i]) for i, k in enumerate(classes)} for p in prob]
     return [float(b) for b in bmd], probs
+
+
+def core_hu(volume: Volume, centres_mm: Sequence[tuple[float, float, float]], bundle: Bundle) -> list[float]:
+    """Median CT number of the crop's central core at each centre, where the calibrated
+    DenseNets read the bone (``network_def.core`` half-widths); NaN for other bundles."""
+    net = bundle.inference.get("network_def", {})
+    core = net.get("core") if isinstance(net, dict) else None
+    if not core or not centres_mm:
+        return [float("nan")] * len(centres_mm)
+    spec = CropSpec.from_dict(bundle.inference)
+    small = CropSpec(
+        crop_size=(2 * int(core[0]) + 1, 2 * int(core[1]) + 1, 2 * int(core[2]) + 1),
+        spacing=spec.spacing,
+        norm_center=0.0,
+        norm_scale=1.0,
+        clip=(-1024.0, 3071.0),
+    )
+    return [float(extract_crop(volume.array, volume.affine, c, small).median()) for c in centres_mm]

@@ -100,11 +100,10 @@ class CalibratedDenseNet(nn.Module):
         n_out = 5 if self.is_classifier else 2
         self.n_context = int(in_channels) - 1
         self.densenet = make_densenet(features, in_channels=in_channels, **densenet_args)  # type: ignore[arg-type]
-        self.head = nn.Sequential(
-            nn.Linear(features + self.n_context + 2, features), nn.ReLU(), nn.Linear(features, n_out)
-        )
-        nn.init.zeros_(self.head[2].weight)
-        nn.init.zeros_(self.head[2].bias)
+        correction = nn.Linear(features, n_out)
+        nn.init.zeros_(correction.weight)
+        nn.init.zeros_(correction.bias)
+        self.head = nn.Sequential(nn.Linear(features + self.n_context + 2, features), nn.ReLU(), correction)
         self.norm_center = float(norm_center)
         self.norm_scale = float(norm_scale)
         self.core = [int(c) for c in core]

@@ -187,7 +187,7 @@ def train_densenet(
     val_bmd = np.array([s.bmd for s in va])
     in_channels = 1 + len(CONTEXT_CHANNELS)
     thresholds = DEFAULT_CONFIG.thresholds
-    head = {
+    head: dict[str, Any] = {
         "norm_center": spec.norm_center,
         "norm_scale": spec.norm_scale,
         "core": list(CORE_HALF_WIDTH),

@@ -133,8 +133,8 @@ def test_anterior_peak_reads_the_aorta_in_front_of_the_body_only() -> None:
     x = torch.full((3, 1, 16, 64, 10), (40.0 - 100.0) / 300.0)  # 64 voxels A-P (96 mm)
     x[:, 0, 5:12, 29:36, 3:8] = (150.0 - 100.0) / 300.0  # the trabecular core
     blood = (250.0 - 100.0) / 300.0
-    x[1, 0, 2:9, 50:57, 2:8] = blood  # 30 mm in front of the centre: the aorta
-    x[2, 0, 2:9, 7:14, 2:8] = blood  # 30 mm behind it: not the aorta
+    x[1, 0, 2:14, 48:60, 1:9] = blood  # 24-42 mm in front of the centre: the aorta
+    x[2, 0, 2:14, 4:16, 1:9] = blood  # as far behind it: not the aorta
     peak = net.anterior_peak_hu(x)
     assert peak[0] == pytest.approx(40.0, abs=1.0)
     assert peak[1] == pytest.approx(250.0, abs=1.0)

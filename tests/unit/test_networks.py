@@ -44,6 +44,21 @@ def test_vbnet_torchscript_round_trip() -> None:
         assert torch.allclose(net(x), loaded(x), atol=1e-5)
 
 
+def _fit(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, steps: int, lr: float
+) -> list[float]:
+    # Adam on one fixed batch; the losses of every step.
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    return losses
+
+
 def test_vbnet_learns_a_blob() -> None:
     """A few steps on one image must lower the loss: the network is trainable end to end."""
     torch.manual_seed(0)
@@ -51,14 +66,7 @@ def test_vbnet_learns_a_blob() -> None:
     x = torch.zeros(1, 1, 16, 16, 16)
     x[..., 4:12, 4:12, 4:12] = 1.0
     y = (x[:, 0] > 0.5).long()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(15):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss))
+    losses = _fit(net, x, y, torch.nn.functional.cross_entropy, steps=15, lr=1e-2)
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -117,14 +125,7 @@ def test_calibrated_densenet_learns_a_scan_dependent_slope() -> None:
     kv = (torch.rand(32) > 0.5).float()
     x = torch.cat([_core_crops(hu.tolist()), kv.view(-1, 1, 1, 1, 1).expand(-1, 1, 16, 16, 10)], dim=1)
     y = (hu * torch.where(kv > 0, 0.7, 1.0) / 100.0)[:, None]
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(net(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss))
+    losses = _fit(net, x, y, torch.nn.functional.mse_loss, steps=60, lr=3e-3)
     assert losses[-1] < 0.2 * losses[0]
 
 

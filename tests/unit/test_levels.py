@@ -40,14 +40,25 @@ def test_rib_and_sacrum_agree() -> None:
     assert set(la.cues) == {"last_rib", "sacrum"}
 
 
-def test_transitional_anatomy_lowers_confidence() -> None:
-    # Six rib-free bodies above the sacrum: an L6 or a sacralisation; the rib anchor wins.
+def test_six_rib_free_bodies_above_the_sacrum_are_counted_from_the_sacrum() -> None:
+    # An absent (or missed) 12th rib, or an L6: the sacrum wins and the confidence drops.
     cls = _column(7, [True, False, False, False, False, False, False], sacrum=True)
     _, bodies = find_bodies(cls, SP)
     la = assign_levels(cls, bodies, SP)
-    assert la.ids[bodies[0].mask_label] == name_to_id("T12")
+    assert la.ids[bodies[0].mask_label] == name_to_id("T11")
+    assert la.ids[bodies[-1].mask_label] == name_to_id("L5")
     assert la.confidence < 1.0
-    assert any("transitional" in w for w in la.warnings)
+    assert any("transitional" in w and "from the sacrum" in w for w in la.warnings)
+
+
+def test_a_rib_cue_three_levels_off_the_sacrum_is_overruled() -> None:
+    # Ribs seen down to the body eight above the sacrum: no anatomy has eight lumbar bodies.
+    cls = _column(9, [True] + [False] * 8, sacrum=True)
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[-1].mask_label] == name_to_id("L5")
+    assert la.ids[bodies[3].mask_label] == name_to_id("T12")
+    assert any("unreliable" in w for w in la.warnings)
 
 
 def test_sacrum_only() -> None:
@@ -175,3 +186,23 @@ def test_a_sacral_segment_between_the_alae_is_not_a_body() -> None:
         name_to_id(n) for n in ("T12", "L1", "L2", "L3", "L4", "L5")
     ]
     assert set(la.cues) == {"last_rib", "sacrum"}
+
+
+def test_a_rib_whose_head_was_called_posterior_element_still_marks_its_body() -> None:
+    # T11, T12, L1-L5 and the sacrum; the ribs of T11 and T12 begin 40 mm out (their heads and
+    # necks segmented as posterior elements, as the fine VB-Net does on chest scans), so none
+    # reaches the head zone beside the body.
+    cls = _column(7, [False] * 7, sacrum=True)
+    ks = sorted({int(k) for k in np.where((cls == SegClass.BODY).any(axis=(0, 1)))[0]}, reverse=True)
+    for body in (0, 1):
+        mid = ks[body * 8 + 4]
+        cls[25:28, 14:18, mid - 2 : mid + 2] = SegClass.POSTERIOR
+        cls[0:25, 12:16, mid - 3 : mid + 1] = SegClass.RIB  # 42-90 mm out, sloping down
+        cls[65:90, 12:16, mid - 3 : mid + 1] = SegClass.RIB
+    _, bodies = find_bodies(cls, SP)
+    assert [b.rib_bearing for b in bodies] == [True, True] + [False] * 5
+    la = assign_levels(cls, bodies, SP)
+    assert [la.ids[b.mask_label] for b in bodies] == [
+        name_to_id(n) for n in ("T11", "T12", "L1", "L2", "L3", "L4", "L5")
+    ]
+    assert la.confidence == 1.0

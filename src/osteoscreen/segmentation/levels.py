@@ -8,10 +8,16 @@ Levels, from anatomical cues, reconciled:
 - the sacrum: the body just above the sacrum is L5;
 - counting across the ordered instances from whichever anchor exists.
 
-When both anchors exist and disagree (a transitional vertebra: 4 or 6 lumbar bodies) the rib
-anchor wins and the confidence drops, except where the body five above the sacrum bears ribs
-and a rib-free body separates it from the last "rib-bearing" one: that is a lumbar transverse
-process taken for a rib, and the anchors agree on the body five above. Sacral segments the
+When both anchors exist and disagree the confidence drops and one of them wins:
+
+- 4 bodies between the last rib and the sacrum: the rib anchor (a sacralised L5), except where
+  the body five above the sacrum bears ribs and a rib-free body separates it from the last
+  "rib-bearing" one: that is a lumbar transverse process taken for a rib, and the anchors
+  agree on the body five above;
+- 6: the sacrum anchor. An absent or hypoplastic 12th rib, or one the network missed, leaves
+  T12 looking rib-free; that is commoner than a sixth lumbar vertebra, and the sacrum is the
+  larger, surer structure;
+- fewer than 4 or more than 6: no anatomy explains it, the rib cue is wrong; the sacrum wins. Sacral segments the
 network calls body (between the sacral alae) are not vertebral bodies and are left out.
 When neither anchor exists, the bodies are still returned, numbered V1, V2, ... from the top
 (ids 101, 102, ...) with confidence 0: never a guessed level.
@@ -372,6 +378,63 @@ def _mark_rib_bearing(
             or max(abs(rib_boxes[i - 1][0].start - ci), abs(rib_boxes[i - 1][0].stop - ci)) >= far
             for i in ids
         )
+    _mark_by_rib_ends(ribs, rib_ml, rib_boxes, bodies, spacing)
+
+
+#: A rib whose head and neck the network called "posterior element" still starts beside its
+#: own body: its medial end lies at most this far (mm) from the column ...
+_RIB_END_MAX_LAT_MM = 75.0
+#: ... behind the body's centre by this much (mm): the costotransverse joint, not the shaft of a
+#: higher rib, which passes level with the body or in front of it ...
+_RIB_END_AP_MM = (-45.0, -10.0)
+#: ... and the rib's top lies within the body's height (plus this margin, mm): ribs run down
+#: from their heads, so a piece whose top is higher belongs to a rib of a higher level.
+_RIB_END_Z_PAD_MM = 3.0
+#: It runs outwards at least this far (mm) from that end: a rib, not a shaft fragment.
+_RIB_END_MIN_RUN_MM = 30.0
+
+
+def _mark_by_rib_ends(
+    ribs: np.ndarray,
+    rib_ml: np.ndarray,
+    rib_boxes: list[tuple[slice, ...] | None],
+    bodies: list[BodyInstance],
+    spacing: tuple[float, float, float],
+) -> None:
+    """Second cue: a whole rib (>= ``_RIB_MIN_ML``) whose medial end lies beside a body.
+
+    On synthetic chest scans the fine VB-Net labels the proximal 3-4 cm of the ribs as
+    posterior elements, so no rib reaches the head zone of ``_mark_rib_bearing`` and the
+    lower thoracic bodies looked rib-free (levels then 1 to 7 off). The rib itself is still
+    there: its medial end marks the level it belongs to.
+    """
+    if len(bodies) < 2:
+        return
+    zs = np.array([b.centroid_ijk[2] for b in bodies])
+    order = np.argsort(zs)
+    zs = zs[order]
+    cis = np.array([b.centroid_ijk[0] for b in bodies])[order]
+    cjs = np.array([b.centroid_ijk[1] for b in bodies])[order]
+    pad = _RIB_END_Z_PAD_MM / spacing[2]
+    for lbl, sl in enumerate(rib_boxes, start=1):
+        if sl is None or rib_ml[lbl] < _RIB_MIN_ML:
+            continue
+        ii, jj, kk = np.nonzero(ribs[sl] == lbl)
+        ii, jj, kk = ii + sl[0].start, jj + sl[1].start, kk + sl[2].start
+        lat = np.abs(ii - np.interp(kk, zs, cis)) * spacing[0]
+        a = int(lat.argmin())
+        ap = (jj[a] - np.interp(kk[a], zs, cjs)) * spacing[1]
+        if lat[a] > _RIB_END_MAX_LAT_MM or not _RIB_END_AP_MM[0] <= ap <= _RIB_END_AP_MM[1]:
+            continue
+        if lat.max() - lat[a] < _RIB_END_MIN_RUN_MM:
+            continue
+        # One body per rib: the highest one holding its medial end (an end in the disc space
+        # between two bodies belongs to the upper one, the rib running down from there).
+        for b in sorted(bodies, key=lambda b: -b.z_range[1]):
+            z0, z1 = b.z_range
+            if z0 - pad <= kk[a] <= z1 + pad and kk.max() <= z1 + pad:
+                b.rib_bearing = True
+                break
 
 
 def assign_levels(
@@ -426,12 +489,16 @@ def assign_levels(
             confidence = 1.0
         else:
             confidence = 0.6
+            by = "the last rib" if lumbar == 4 else "the sacrum"
+            why = "transitional anatomy suspected" if lumbar in (4, 6) else "the rib cue is unreliable"
             warnings.append(
                 f"{lumbar} bodies between the last rib-bearing one and the sacrum (5 expected): "
-                "transitional anatomy suspected; levels counted from the last rib"
+                f"{why}; levels counted from {by}"
             )
-        base = anchor_rib
-        base_name = "T12"
+        if lumbar == 4 or lumbar == 5:
+            base, base_name = anchor_rib, "T12"
+        else:
+            base, base_name = anchor_sac, "L5"
     elif anchor_rib is not None:
         base, base_name, confidence = anchor_rib, "T12", 0.8
     elif anchor_sac is not None:

@@ -17,8 +17,10 @@ When both anchors exist and disagree the confidence drops and one of them wins:
 - 6: the sacrum anchor. An absent or hypoplastic 12th rib, or one the network missed, leaves
   T12 looking rib-free; that is commoner than a sixth lumbar vertebra, and the sacrum is the
   larger, surer structure;
-- fewer than 4 or more than 6: no anatomy explains it, the rib cue is wrong; the sacrum wins. Sacral segments the
-network calls body (between the sacral alae) are not vertebral bodies and are left out.
+- fewer than 4 or more than 6: no anatomy explains it, the rib cue is wrong; the sacrum wins.
+
+Sacral segments the network calls body (between the sacral alae) are not vertebral bodies
+and are left out.
 When neither anchor exists, the bodies are still returned, numbered V1, V2, ... from the top
 (ids 101, 102, ...) with confidence 0: never a guessed level.
 """

@@ -232,8 +232,9 @@ _EXCLUDING_FLAGS = {
 #: The DenseNets read the bone at the ROI's centre; more than this (HU) from the ROI's own
 #: median and the centre is not that bone (a concave or stray mask, a bone island at the
 #: centre): the value is not used. On 1701 reference-segmented synthetic vertebrae the core
-#: median lay within 39 HU of the ROI's mean in 99 % (median 3.4 HU); a 3-4 mm island at the
-#: centre had raised one L1 by 70 mg/cm3 (core 60-90 HU above the ROI).
+#: median lay within 39 HU of the ROI's mean in 99 % (median 3.4 HU; measured against the
+#: mean, checked against the median, which an island moves less); a 3-4 mm island at the
+#: centre had raised one L1 by 70 mg/cm3.
 CORE_ROI_MAX_HU = 50.0
 #: No adult trabecular bone lies outside this range (mg/cm3); a value outside it is an error.
 BMD_RANGE = (0.0, 400.0)

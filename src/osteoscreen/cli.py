@@ -119,6 +119,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--max-cases", type=int, default=None)
 
+    f = sub.add_parser(
+        "floor",
+        help="the calibration floor: the MAE of a perfect CT-number reader that cannot see the "
+        "scanner's calibration, on a synthetic profile or a generated cohort",
+    )
+    src = f.add_mutually_exclusive_group(required=True)
+    src.add_argument("--profile", choices=("train", "test", "independent"))
+    src.add_argument("--cohort", type=Path, help="cohort.csv written by `osteoscreen synth`")
+    f.add_argument("--n", type=int, default=2000, help="scans drawn from --profile (no images are made)")
+
     b = sub.add_parser(
         "robustness",
         help="one real CT with reference bodies, reoriented, cropped, resampled, noised and "
@@ -309,6 +319,43 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_floor(a: argparse.Namespace) -> int:
+    import csv
+
+    from .evaluation.floor import HIDDEN_TERMS, calibration_floor, profile_floor
+
+    if a.n < 1:
+        sys.stderr.write("osteoscreen: error: --n must be at least 1\n")
+        return EXIT_ARGS
+    rows: list[dict[str, str]] = []
+    if a.cohort is not None:
+        params = a.cohort.parent / "synth_params.json"
+        if not a.cohort.is_file() or not params.is_file():
+            sys.stderr.write(
+                f"osteoscreen: error: {a.cohort} is not a cohort written by `osteoscreen synth` "
+                "(cohort.csv with synth_params.json beside it)\n"
+            )
+            return EXIT_ARGS
+        with open(a.cohort, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    variants: list[tuple[str, tuple[str, ...]]] = [("reference scanner assumed", ())]
+    variants += [(f"knows {t}", (t,)) for t in HIDDEN_TERMS]
+    variants.append(("knows gain, offset, energy_shift", ("gain", "offset", "energy_shift")))
+    variants.append(("knows all", HIDDEN_TERMS))
+    print(f"calibration floor of {a.cohort or a.profile} (mg/cm3, patient level)")
+    print(f"{'reader':36s} {'MAE':>6s} {'RMSE':>6s} {'bias':>6s} {'n':>5s}")
+    for label, known in variants:
+        if a.cohort is not None:
+            m = calibration_floor(rows, a.cohort.parent / "synth_params.json", known)
+            if m is None:
+                sys.stderr.write(f"osteoscreen: error: no case of {a.cohort} has a patient BMD\n")
+                return EXIT_ARGS
+        else:
+            m = profile_floor(a.profile, a.n, known=known)
+        print(f"{label:36s} {m['mae']:6.2f} {m['rmse']:6.2f} {m['bias']:+6.2f} {m['n']:5d}")
+    return EXIT_OK
+
+
 def _cmd_robustness(a: argparse.Namespace) -> int:
     from .evaluation.robustness import VARIANTS, run_robustness
     from .models import default_models_dir
@@ -344,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": _cmd_train,
         "evaluate": _cmd_evaluate,
         "robustness": _cmd_robustness,
+        "floor": _cmd_floor,
     }
     try:
         return handlers[args.command](args)

@@ -66,4 +66,7 @@ def test_evaluate_writes_the_study_outputs(tiny_cohort: Path, tmp_path: Path) ->
     assert ref["n_patients"] == 3
     assert {"mae", "rmse", "r2", "pearson_r", "p_value", "bland_altman"} <= set(ref["regression"])
     assert "auc_macro" in ref["classification"]
+    # A generated cohort also gets the calibration floor (its specs are in synth_params.json).
+    floor = saved["baselines"]["calibration_floor"]
+    assert floor["n"] == 3 and floor["mae"] >= 0.0
     assert (out / "cases.csv").is_file()

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..training.data import CohortRow, read_cohort, row_kvp
+from .floor import calibration_floor
 from .metrics import (
     aggregate_dice,
     body_matches,
@@ -325,6 +326,10 @@ def evaluate_cohort(
         metrics["baselines"]["hu_rule"] = {**own["hu_rule"], "rule": rule.to_dict()}
     if ref is not None:
         metrics["baselines"]["reference_segmentation"] = ref
+    # A generated cohort: how far a perfect CT-number reader gets without seeing the scanner.
+    floor = calibration_floor([r.raw for r in rows], Path(cohort).parent / "synth_params.json")
+    if floor is not None:
+        metrics["baselines"]["calibration_floor"] = floor
     metrics = to_jsonable(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     md: list[str] = []
@@ -349,6 +354,15 @@ def evaluate_cohort(
             "## Table 3: regression (mg/cm3)",
             tables.table3_markdown(t3, bland_altman=True),
         ]
+        if floor is not None:
+            md += [
+                "",
+                f"Calibration floor of this cohort ({floor['n']} patients): a reader that measures every "
+                "trabecular CT number exactly but assumes the reference scanner's bone slope, HU gain "
+                f"and offset, energy and beam hardening has MAE {floor['mae']:.2f}, RMSE "
+                f"{floor['rmse']:.2f}, bias {floor['bias']:+.2f} mg/cm3 "
+                "(`osteoscreen.evaluation.floor`).",
+            ]
         tables.table1_csv(t1, out / "table1.csv")
         tables.table3_csv(t3, out / "table3.csv", bland_altman=True)
         pairs = _collect(records, "own")

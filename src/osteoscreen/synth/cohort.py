@@ -28,6 +28,7 @@ __all__ = [
     "COHORT_FIELDS",
     "GENERATOR_VERSION",
     "PROFILES",
+    "REFERENCE_CALIB_SLOPE",
     "CaseSpec",
     "SynthCase",
     "generate_case",
@@ -113,6 +114,9 @@ class SynthCase:
     patient_levels: list[str]
 
 
+#: mg/cm3 of mineral per HU of trabecular bone at 120 kVp on the reference scanner; each scan
+#: draws its own slope around it (a bone-only calibration difference, invisible in the image).
+REFERENCE_CALIB_SLOPE = 0.80
 #: Other hospitals' scanners: effective-energy offset (kVp-equivalent) of each vendor's filtration.
 VENDOR_ENERGY_SHIFT = {"B-64": -6.0, "C-128": 8.0, "D-16": -10.0, "E-320": 5.0}
 
@@ -143,7 +147,6 @@ def _scan_for_profile(profile: str, rng: np.random.Generator) -> tuple[ScanParam
         offset = float(rng.normal(0.0, 3.0))
         phase = str(rng.choice(["native", "arterial", "portal"], p=[0.5, 0.15, 0.35]))
         bh = float(rng.uniform(0.02, 0.04))
-    base_slope = 0.80
     spacing_xy = float(rng.uniform(0.6, 1.0))
     slice_spacing = float(
         rng.choice([0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0], p=[0.08, 0.25, 0.17, 0.15, 0.1, 0.15, 0.1])
@@ -157,7 +160,7 @@ def _scan_for_profile(profile: str, rng: np.random.Generator) -> tuple[ScanParam
         blur_mm=float(blur),
         slice_thickness=slice_spacing,
         contrast_phase=phase,
-        calib_slope=float(base_slope * rng.normal(1.0, slope_sd)),
+        calib_slope=float(REFERENCE_CALIB_SLOPE * rng.normal(1.0, slope_sd)),
         gain=gain,
         offset=offset,
         beam_hardening=bh,

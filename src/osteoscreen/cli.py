@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
         "--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC confidence intervals"
     )
     v.add_argument("--max-cases", type=int, default=None)
+    v.add_argument(
+        "--segmentation-from",
+        type=Path,
+        default=None,
+        help="the --out of an earlier evaluation of this cohort: reuse its own segmentations "
+        "(same segmenter) to re-score BMD models or the patient rule without segmenting again",
+    )
 
     f = sub.add_parser(
         "floor",
@@ -308,9 +315,22 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     if not a.cohort.is_file():
         sys.stderr.write(f"osteoscreen: error: cohort file does not exist: {a.cohort}\n")
         return EXIT_ARGS
+    if a.segmentation_from is not None and not (a.segmentation_from / "cases").is_dir():
+        sys.stderr.write(
+            f"osteoscreen: error: --segmentation-from {a.segmentation_from} is not the --out of an "
+            "earlier evaluation (it has no cases/ folder)\n"
+        )
+        return EXIT_ARGS
     models = a.models or default_models_dir()
     m = evaluate_cohort(
-        a.cohort, models, a.out, name=a.name, workers=a.workers, n_boot=a.n_boot, max_cases=a.max_cases
+        a.cohort,
+        models,
+        a.out,
+        name=a.name,
+        workers=a.workers,
+        n_boot=a.n_boot,
+        max_cases=a.max_cases,
+        reuse_segmentation=a.segmentation_from,
     )
     md = a.out / "tables.md"
     if md.exists():

@@ -290,18 +290,36 @@ def protocol_guess(meta: dict[str, Any], labels_present: list[str]) -> str:
     return "abdomen" if "L3" in labels_present else "chest"
 
 
+#: VerSe ids of the named levels C1-L6, consecutive from head to foot (T13, 28, is not).
+_LEVEL_IDS = range(1, 26)
+
+
+def _neighbours(v: VertebraResult, usable: list[VertebraResult], radius: int) -> list[VertebraResult]:
+    """The usable bodies within ``radius`` levels of ``v``, itself included."""
+    vid = v.roi.label_id
+    if radius <= 0 or vid not in _LEVEL_IDS:
+        return [v]
+    near = [u for u in usable if u.roi.label_id in _LEVEL_IDS and abs(u.roi.label_id - vid) <= radius]
+    return near or [v]
+
+
 def patient_result(
     vertebrae: list[VertebraResult], config: ScreeningConfig, protocol: str
 ) -> tuple[PatientResult, list[str]]:
-    """Mean BMD over the protocol's levels (excluded ones left out and said)."""
+    """Mean BMD over the protocol's levels (excluded ones left out and said).
+
+    Each level's value is the median over it and its usable neighbours (``pool_radius``):
+    a single body's error (bone island, streak, ROI) no longer moves the patient value.
+    """
     warnings: list[str] = []
     wanted = config.chest_levels if protocol == "chest" else config.abdomen_levels
     by_name = {v.label: v for v in vertebrae}
     excluded = [v.label for v in vertebrae if v.excluded]
+    usable = [v for v in vertebrae if not v.excluded and v.bmd_mg_cm3 is not None]
     used = [by_name[n] for n in wanted if n in by_name and not by_name[n].excluded]
+    used = [v for v in used if v.bmd_mg_cm3 is not None]
     if not used:
         # No protocol level usable: the lowest usable lumbar / T12 bodies, else any three bodies.
-        usable = [v for v in vertebrae if not v.excluded]
         named = [v for v in usable if v.roi.label_id <= 26 and v.roi.label_id >= 19]
         pool = named or usable
         used = pool[-3:]
@@ -315,11 +333,28 @@ def patient_result(
             *warnings,
             "no vertebra usable for a patient value",
         ]
-    bmd = float(np.mean([v.bmd_mg_cm3 for v in used if v.bmd_mg_cm3 is not None]))
-    mean_prob = np.mean([[v.probabilities.get(c, 0.0) for c in CATEGORIES] for v in used], axis=0)
+    groups = [_neighbours(v, usable, config.pool_radius) for v in used]
+    bmd = float(np.mean([np.median([u.bmd_mg_cm3 for u in g]) for g in groups]))
+    mean_prob = np.mean(
+        [np.mean([[u.probabilities.get(c, 0.0) for c in CATEGORIES] for u in g], axis=0) for g in groups],
+        axis=0,
+    )
+    pooled = sorted({u.label: u.roi.label_id for g in groups for u in g}.items(), key=lambda kv: kv[1])
     cls_cat = CATEGORIES[int(np.argmax(mean_prob))]
     cat = config.thresholds.categorize(bmd)
-    return PatientResult([v.label for v in used], bmd, cat, cls_cat, cat == cls_cat, excluded), warnings
+    return (
+        PatientResult(
+            [v.label for v in used],
+            bmd,
+            cat,
+            cls_cat,
+            cat == cls_cat,
+            excluded,
+            levels_pooled=[name for name, _ in pooled],
+            probabilities={c: float(p) for c, p in zip(CATEGORIES, mean_prob, strict=True)},
+        ),
+        warnings,
+    )
 
 
 def _input_info(volume: Volume, path: Path, protocol: str) -> dict[str, Any]:

@@ -79,9 +79,14 @@ class PatientResult:
     classifier_category: str | None
     agreement: bool | None
     excluded_levels: list[str] = field(default_factory=list)
+    #: The bodies whose values informed the patient value (``levels_used`` and their neighbours).
+    levels_pooled: list[str] = field(default_factory=list)
+    #: The classifier's patient probabilities (means over the same bodies).
+    probabilities: dict[str, float] = field(default_factory=dict)
 
     def to_summary(self) -> dict[str, Any]:
         d = asdict(self)
+        d["probabilities"] = {k: round(v, 4) for k, v in self.probabilities.items()}
         if d["bmd_mg_cm3"] is not None:
             d["bmd_mg_cm3"] = round(d["bmd_mg_cm3"], 2)
         return d

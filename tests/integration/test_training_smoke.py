@@ -69,4 +69,18 @@ def test_evaluate_writes_the_study_outputs(tiny_cohort: Path, tmp_path: Path) ->
     # A generated cohort also gets the calibration floor (its specs are in synth_params.json).
     floor = saved["baselines"]["calibration_floor"]
     assert floor["n"] == 3 and floor["mae"] >= 0.0
+    # Re-scoring on the first run's own segmentations gives the same results without the segmenter.
+    again = evaluate_cohort(
+        tiny_cohort, tmp_path, tmp_path / "eval2", n_boot=20, progress=False, reuse_segmentation=out
+    )
+    assert again["segmentation_reused_from"] == str(out)
+    for case in sorted((out / "cases").iterdir()):
+        first = json.loads((case / "own" / "summary.json").read_text())
+        second = json.loads((tmp_path / "eval2" / "cases" / case.name / "own" / "summary.json").read_text())
+        assert second["status"] == first["status"]
+        assert (second.get("patient") or {}).get("bmd_mg_cm3") == (first.get("patient") or {}).get(
+            "bmd_mg_cm3"
+        )
+    with pytest.raises(ValueError, match="another folder"):
+        evaluate_cohort(tiny_cohort, tmp_path, out, progress=False, reuse_segmentation=out)
     assert (out / "cases.csv").is_file()

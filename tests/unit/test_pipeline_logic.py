@@ -165,3 +165,37 @@ def test_a_crop_centre_outside_the_roi_bone_is_flagged_and_left_out() -> None:
     res = classify_vertebrae(canon, [inside, outside], load_models(), DEFAULT_CONFIG, 1.0)
     assert "crop_off_roi" not in res[0].roi.flags and not res[0].excluded
     assert "crop_off_roi" in res[1].roi.flags and res[1].excluded
+
+
+def test_one_bad_body_does_not_decide_the_patient_value() -> None:
+    from dataclasses import replace
+
+    # L1's ROI sits on a bone island: 200 against neighbours of about 100.
+    vs = [
+        _vert("T11", 104),
+        _vert("T12", 102),
+        _vert("L1", 200, probs=(0.9, 0.1, 0.0)),
+        _vert("L2", 98),
+        _vert("L3", 96),
+        _vert("L4", 94),
+        _vert("L5", 60, excluded=True),
+    ]
+    p, _ = patient_result(vs, DEFAULT_CONFIG, "abdomen")
+    assert p.levels_used == ["L1", "L2", "L3"]
+    # Medians: L1 of T11-L3 -> 102, L2 of T12-L4 -> 98, L3 of L1-L4 (L5 excluded) -> 97.
+    assert p.bmd_mg_cm3 == pytest.approx((102 + 98 + 97) / 3)
+    assert p.levels_pooled == ["T11", "T12", "L1", "L2", "L3", "L4"]
+    assert sum(p.probabilities.values()) == pytest.approx(1.0)
+    assert p.to_summary()["probabilities"]["normal"] == pytest.approx(p.probabilities["normal"], abs=1e-4)
+    # pool_radius 0: each level alone, the plain mean of METHOD.md.
+    plain, _ = patient_result(vs, replace(DEFAULT_CONFIG, pool_radius=0), "abdomen")
+    assert plain.bmd_mg_cm3 == pytest.approx((200 + 98 + 96) / 3)
+    assert plain.levels_pooled == ["L1", "L2", "L3"]
+    assert plain.classifier_category == "normal"
+
+
+def test_bodies_without_a_level_are_not_pooled() -> None:
+    vs = [_vert("V1", 50), _vert("V2", 60), _vert("V3", 70), _vert("V4", 80)]
+    p, _ = patient_result(vs, DEFAULT_CONFIG, "abdomen")
+    assert p.bmd_mg_cm3 == pytest.approx(70.0)
+    assert p.levels_pooled == ["V2", "V3", "V4"]

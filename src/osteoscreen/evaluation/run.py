@@ -76,9 +76,9 @@ def _models(models_dir: Path) -> Any:
     return load_models(models_dir)
 
 
-def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
+def _run_one(args: tuple[CohortRow, Path, Path, Path | None]) -> dict[str, Any]:
     """Screen one case (own segmentation and, where given, the reference one)."""
-    row, models_dir, out = args
+    row, models_dir, out, reuse = args
     from ..errors import OsteoscreenError
     from ..io.volume import read_nifti
     from ..pipeline import screen
@@ -89,14 +89,12 @@ def _run_one(args: tuple[CohortRow, Path, Path]) -> dict[str, Any]:
         if mode == "reference" and row.label is None:
             continue
         cdir = out / "cases" / row.case_id / mode
+        seg = row.label if mode == "reference" else None
+        if mode == "own" and reuse is not None:
+            earlier = reuse / "cases" / row.case_id / "own" / "vertebrae_seg.nii.gz"
+            seg = earlier if earlier.is_file() else None
         try:
-            res = screen(
-                row.image,
-                cdir,
-                models=models,
-                segmentation=row.label if mode == "reference" else None,
-                kvp=row_kvp(row),
-            )
+            res = screen(row.image, cdir, models=models, segmentation=seg, kvp=row_kvp(row))
         except OsteoscreenError as exc:
             rec[mode] = {"status": "failed", "reason": str(exc)}
             continue
@@ -187,9 +185,12 @@ def _collect(records: list[dict[str, Any]], mode: str) -> dict[str, Any]:
         used = [v for v in s["vertebrae"] if v["label"] in patient["levels_used"]]
         pt.append(ref)
         pp.append(patient["bmd_mg_cm3"])
-        pprob.append(
-            np.mean([[v["probabilities"].get(c, 0.0) for c in CATEGORIES] for v in used], axis=0).tolist()
-        )
+        if patient.get("probabilities"):
+            pprob.append([patient["probabilities"].get(c, 0.0) for c in CATEGORIES])
+        else:  # an older summary.json, without the patient probabilities
+            pprob.append(
+                np.mean([[v["probabilities"].get(c, 0.0) for c in CATEGORIES] for v in used], axis=0).tolist()
+            )
         phu.append(float(np.mean([v["trabecular_hu_mean"] for v in used])))
     return {"vt": vt, "vp": vp, "vprob": vprob, "vhu": vhu, "pt": pt, "pp": pp, "pprob": pprob, "phu": phu}
 
@@ -227,8 +228,15 @@ def evaluate_cohort(
     n_boot: int = 1000,
     max_cases: int | None = None,
     progress: bool = True,
+    reuse_segmentation: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the pipeline on a cohort; writes the outputs into ``out`` and returns metrics."""
+    """Evaluate the pipeline on a cohort; writes the outputs into ``out`` and returns metrics.
+
+    ``reuse_segmentation`` is the ``out`` of an earlier evaluation of the same cohort: its own
+    segmentations stand in for running the segmenter again (a case it has none for is
+    segmented), so a change of the BMD models or the patient rule is re-scored in minutes.
+    Only valid while the segmenter and the level rules are those that made them.
+    """
     from tqdm import tqdm
 
     from . import figures, tables
@@ -245,7 +253,12 @@ def evaluate_cohort(
     if rule_path.exists():
         d = json.loads(rule_path.read_text())
         rule = HuRule(d["slope"], d["intercept"], d.get("n", 0))
-    jobs = [(r, Path(models_dir), out) for r in rows]
+    if reuse_segmentation is not None and not (Path(reuse_segmentation) / "cases").is_dir():
+        raise ValueError(f"{reuse_segmentation} is not the output folder of an earlier evaluation")
+    reuse = None if reuse_segmentation is None else Path(reuse_segmentation)
+    if reuse is not None and reuse.resolve() == out.resolve():
+        raise ValueError("the evaluation whose segmentations are reused must be in another folder than --out")
+    jobs = [(r, Path(models_dir), out, reuse) for r in rows]
     records: list[dict[str, Any]] = []
     bar = tqdm(
         total=len(jobs), desc=f"evaluate {name or cohort.parent.name}", unit="case", disable=not progress
@@ -279,6 +292,7 @@ def evaluate_cohort(
         "set": set_name,
         "n_cases": len(rows),
         "n_screened": len(rows) - len(failed),
+        "segmentation_reused_from": None if reuse is None else str(reuse),
         "not_screened": failed,
         **own,
         "segmentation": {},

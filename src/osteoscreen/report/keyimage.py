@@ -511,7 +511,11 @@ def _header(fig: Figure, result: ScreeningResult, volume: Volume, margin_in: flo
     if p.bmd_mg_cm3 is not None and p.category is not None:
         levels = ", ".join(p.levels_used) or "none"
         headline = f"BMD {p.bmd_mg_cm3:.0f} mg/cm³  -  {p.category.upper()}"
-        sub = f"mean of {levels}  (ACR QCT: normal > 120, osteopenia 80-120, osteoporosis < 80 mg/cm³)"
+        pooled = [n for n in p.levels_pooled if n not in p.levels_used]
+        how = f"mean of {levels}"
+        if pooled:
+            how += f" (each the median with its neighbours {', '.join(pooled)})"
+        sub = f"{how}  (ACR QCT: normal > 120, osteopenia 80-120, osteoporosis < 80 mg/cm³)"
         colour = CATEGORY_COLOURS.get(p.category, "white")
     else:
         headline, sub, colour = "No patient-level BMD", "no usable level", "white"

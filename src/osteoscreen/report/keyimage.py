@@ -512,9 +512,10 @@ def _header(fig: Figure, result: ScreeningResult, volume: Volume, margin_in: flo
         levels = ", ".join(p.levels_used) or "none"
         headline = f"BMD {p.bmd_mg_cm3:.0f} mg/cm³  -  {p.category.upper()}"
         pooled = [n for n in p.levels_pooled if n not in p.levels_used]
-        how = f"mean of {levels}"
+        how = levels if len(p.levels_used) == 1 and pooled else f"mean of {levels}"
         if pooled:
-            how += f" (each the median with its neighbours {', '.join(pooled)})"
+            each = ", each" if len(p.levels_used) > 1 else ""
+            how += f"{each} as the median with its usable neighbours ({', '.join(pooled)})"
         sub = f"{how}  (ACR QCT: normal > 120, osteopenia 80-120, osteoporosis < 80 mg/cm³)"
         colour = CATEGORY_COLOURS.get(p.category, "white")
     else:

@@ -308,8 +308,9 @@ def patient_result(
 ) -> tuple[PatientResult, list[str]]:
     """Mean BMD over the protocol's levels (excluded ones left out and said).
 
-    Each level's value is the median over it and its usable neighbours (``pool_radius``):
-    a single body's error (bone island, streak, ROI) no longer moves the patient value.
+    With ``config.pool_radius`` > 0 each level's value is the median over it and its usable
+    neighbours, so that a single body's error (bone island, streak, ROI) does not move the
+    patient value; 0 (the default) is the plain mean of the levels.
     """
     warnings: list[str] = []
     wanted = config.chest_levels if protocol == "chest" else config.abdomen_levels

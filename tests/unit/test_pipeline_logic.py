@@ -180,22 +180,26 @@ def test_one_bad_body_does_not_decide_the_patient_value() -> None:
         _vert("L4", 94),
         _vert("L5", 60, excluded=True),
     ]
-    p, _ = patient_result(vs, DEFAULT_CONFIG, "abdomen")
+    pooled = replace(DEFAULT_CONFIG, pool_radius=2)
+    p, _ = patient_result(vs, pooled, "abdomen")
     assert p.levels_used == ["L1", "L2", "L3"]
     # Medians: L1 of T11-L3 -> 102, L2 of T12-L4 -> 98, L3 of L1-L4 (L5 excluded) -> 97.
     assert p.bmd_mg_cm3 == pytest.approx((102 + 98 + 97) / 3)
     assert p.levels_pooled == ["T11", "T12", "L1", "L2", "L3", "L4"]
     assert sum(p.probabilities.values()) == pytest.approx(1.0)
     assert p.to_summary()["probabilities"]["normal"] == pytest.approx(p.probabilities["normal"], abs=1e-4)
-    # pool_radius 0: each level alone, the plain mean of METHOD.md.
-    plain, _ = patient_result(vs, replace(DEFAULT_CONFIG, pool_radius=0), "abdomen")
+    # The default, pool_radius 0: each level alone, the plain mean of METHOD.md.
+    assert DEFAULT_CONFIG.pool_radius == 0
+    plain, _ = patient_result(vs, DEFAULT_CONFIG, "abdomen")
     assert plain.bmd_mg_cm3 == pytest.approx((200 + 98 + 96) / 3)
     assert plain.levels_pooled == ["L1", "L2", "L3"]
     assert plain.classifier_category == "normal"
 
 
 def test_bodies_without_a_level_are_not_pooled() -> None:
+    from dataclasses import replace
+
     vs = [_vert("V1", 50), _vert("V2", 60), _vert("V3", 70), _vert("V4", 80)]
-    p, _ = patient_result(vs, DEFAULT_CONFIG, "abdomen")
+    p, _ = patient_result(vs, replace(DEFAULT_CONFIG, pool_radius=2), "abdomen")
     assert p.bmd_mg_cm3 == pytest.approx(70.0)
     assert p.levels_pooled == ["V2", "V3", "V4"]

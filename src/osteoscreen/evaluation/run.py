@@ -234,7 +234,8 @@ def evaluate_cohort(
 
     ``reuse_segmentation`` is the ``out`` of an earlier evaluation of the same cohort: its own
     segmentations stand in for running the segmenter again (a case it has none for is
-    segmented), so a change of the BMD models or the patient rule is re-scored in minutes.
+    segmented), so a change of the BMD models or the patient rule is re-scored without the
+    segmenter (about a third of a case's time).
     Only valid while the segmenter and the level rules are those that made them.
     """
     from tqdm import tqdm

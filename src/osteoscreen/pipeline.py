@@ -29,7 +29,7 @@ from .config import CATEGORIES, DEFAULT_CONFIG, ScreeningConfig
 from .errors import InputError, NotScreenableError
 from .io.dicom import load_volume
 from .io.volume import CanonicalView, Volume, read_nifti
-from .labels import UNKNOWN_LEVEL_BASE, id_to_name
+from .labels import UNKNOWN_LEVEL_BASE, id_to_name, name_to_id
 from .models import ModelSet, load_models
 from .results import PatientResult, RoiMeasurement, ScreeningResult, VertebraResult
 from .roi.measure import measure_labelled_body
@@ -291,7 +291,7 @@ def protocol_guess(meta: dict[str, Any], labels_present: list[str]) -> str:
 
 
 #: VerSe ids of the named levels C1-L6, consecutive from head to foot (T13, 28, is not).
-_LEVEL_IDS = range(1, 26)
+_LEVEL_IDS = range(name_to_id("C1"), name_to_id("L6") + 1)
 
 
 def _neighbours(v: VertebraResult, usable: list[VertebraResult], radius: int) -> list[VertebraResult]:

@@ -125,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the --out of an earlier evaluation of this cohort: reuse its own segmentations "
         "(same segmenter) to re-score BMD models or the patient rule without segmenting again",
     )
+    v.add_argument(
+        "--no-reports",
+        action="store_true",
+        help="write no per-case key image, DICOM SEG or SR (faster; the metrics are the same)",
+    )
 
     f = sub.add_parser(
         "floor",
@@ -331,6 +336,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         n_boot=a.n_boot,
         max_cases=a.max_cases,
         reuse_segmentation=a.segmentation_from,
+        reports=not a.no_reports,
     )
     md = a.out / "tables.md"
     if md.exists():

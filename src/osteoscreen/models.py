@@ -52,6 +52,14 @@ class ModelSet:
         """True when the DenseNets take the scan context (kVp, references) as extra channels."""
         return bool(self.regressor.inference.get("context") or self.classifier.inference.get("context"))
 
+    def uses_context_channel(self, name: str) -> bool:
+        """True when either DenseNet reads the context channel ``name`` (e.g. "muscle_hu")."""
+        for b in (self.regressor, self.classifier):
+            spec = b.inference.get("context")
+            if isinstance(spec, dict) and name in spec.get("channels", ()):
+                return True
+        return False
+
     def describe(self) -> dict[str, Any]:
         """Model ids and versions for summary.json and the SR's algorithm identification."""
         out: dict[str, Any] = {}

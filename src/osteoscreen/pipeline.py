@@ -37,7 +37,7 @@ from .segmentation.classical import check_bodies
 from .segmentation.inference import segment_classes
 from .segmentation.levels import assign_levels, find_bodies
 from .segmentation.refine import refine_bodies
-from .transforms import scan_context
+from .transforms import muscle_reference, scan_context
 
 __all__ = [
     "Stages",
@@ -249,10 +249,13 @@ def classify_vertebrae(
 ) -> list[VertebraResult]:
     """DenseNet BMD and category for each measured body.
 
-    The scan's context (kVp, the internal fat reference) is measured here and
-    kept in ``canon.meta["scan_context"]`` for the summary.
+    The scan's context (kVp, the internal fat and paraspinal muscle references) is measured
+    here and kept in ``canon.meta["scan_context"]`` for the summary.
     """
-    context = scan_context(canon.array, canon.meta.get("kvp"))
+    centres = [m.center_mm for m in measurements]
+    context = scan_context(canon.array, canon.meta.get("kvp")).with_muscle(
+        muscle_reference(canon.array, canon.affine, centres)
+    )
     canon.meta["scan_context"] = context.to_dict()
     bmd, probs = predict_bmd(
         canon, [m.center_mm for m in measurements], models.classifier, models.regressor, context
@@ -428,8 +431,14 @@ def write_outputs(
     rois: np.ndarray | dict[int, np.ndarray],
     out_dir: Path,
     stages: Stages,
+    *,
+    reports: bool = True,
 ) -> list[str]:
-    """Write every output; returns the file names written."""
+    """Write every output; returns the file names written.
+
+    ``reports=False`` writes only the label map and summary.json (no key image, no DICOM SEG
+    or SR): for evaluations, whose metrics need nothing else.
+    """
     from .io.atomic import write_dataset_atomic
     from .report.keyimage import render_key_image
 
@@ -442,15 +451,16 @@ def write_outputs(
             img.set_sform(volume.affine, code=1)
             nib.save(img, str(tmp / "vertebrae_seg.nii.gz"))
             written.append("vertebrae_seg.nii.gz")
-        with stages.time("write_report_png"):
-            render_key_image(view.volume, labels_canon, rois, result, tmp / "report.png")
-            written.append("report.png")
+        if reports:
+            with stages.time("write_report_png"):
+                render_key_image(view.volume, labels_canon, rois, result, tmp / "report.png")
+                written.append("report.png")
         dicom_ok = bool(volume.source_datasets) and not volume.meta.get("resampled_along_k")
         if volume.source_datasets and not dicom_ok:
             result.warnings.append(
                 "slices were resampled to even spacing: seg.dcm and sr.dcm are not written"
             )
-        if dicom_ok and result.vertebrae:
+        if dicom_ok and result.vertebrae and reports:
             from .sr import build_seg, build_sr
 
             with stages.time("write_seg"):
@@ -531,6 +541,11 @@ def assemble_result(
             "no usable fat reference in the image (too little fat in the field of view): "
             "BMD read without the scan's internal calibration"
         )
+    if ctx and not ctx.get("muscle_reference_used", True) and models.uses_context_channel("muscle_hu"):
+        result.warnings.append(
+            "no usable paraspinal muscle reference behind the measured bodies: "
+            "BMD read without the scan's muscle calibration"
+        )
     if bodies.level_confidence == 0.0 and bodies.source == "vbnet":
         result.warnings.append("levels unknown: values are reported per body (V1, V2, ...) for review")
     doubtful = [v for v in vertebrae if {"fracture_suspected", "central_core_roi"} & set(v.roi.flags)]
@@ -553,10 +568,12 @@ def screen(
     config: ScreeningConfig = DEFAULT_CONFIG,
     device: str = "cpu",
     kvp: float | None = None,
+    reports: bool = True,
 ) -> ScreeningResult:
     """Screen one study end to end and write its outputs.
 
     ``kvp`` gives the tube voltage where the input does not (NIfTI); a DICOM header's KVP wins.
+    ``reports=False`` leaves out the key image and the DICOM SEG and SR (see ``write_outputs``).
 
     Raises:
         InputError: bad arguments (missing path, unreadable models or segmentation).
@@ -589,5 +606,5 @@ def screen(
         write_not_screenable(Path(out_dir), str(exc), input_path, stages.timings)
         raise
     result = assemble_result(volume, input_path, bodies, vertebrae, warnings, models, config)
-    write_outputs(result, volume, view, bodies.labels, rois, Path(out_dir), stages)
+    write_outputs(result, volume, view, bodies.labels, rois, Path(out_dir), stages, reports=reports)
     return result

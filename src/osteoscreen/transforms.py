@@ -10,27 +10,32 @@ drift apart:
   normalised with the crop normaliser. Works on any orientation through the affine.
 - ``scan_context``: what the whole scan says about its own HU scale (tube voltage from the
   header; fat and soft-tissue CT numbers measured in the image, the internal references of
-  phantomless calibration). The DenseNets receive it as constant channels beside the crop,
-  so a crop of bone at 80 kVp, or on a scanner whose HU scale is off, is read as such.
+  phantomless calibration), and ``muscle_reference``: the paraspinal muscles behind the
+  measured bodies, the near-water reference. The DenseNets receive them as constant channels
+  beside the crop, so a crop of bone at 80 kVp, or on a scanner whose HU scale is off, is
+  read as such.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "CONTEXT_CHANNELS_V1",
+    "CONTEXT_CHANNELS_V2",
     "HU_CLIP",
     "CropSpec",
     "ScanContext",
     "context_channels",
     "extract_crop",
     "float_block",
+    "muscle_reference",
     "normalize_hu",
     "resample",
     "resample_labels",
@@ -208,6 +213,23 @@ _SOFT_WINDOW = (0.0, 110.0)
 _FAT_PLAUSIBLE = (-150.0, -60.0)
 #: Fewer reference voxels than this (after 4x4x2 averaging) and the reference is not trusted.
 _MIN_REF_VOXELS = 500
+#: The paraspinal muscles (erector spinae, multifidus) behind a vertebral body, relative to
+#: its trabecular ROI centre in mm: posterior range, lateral range on each side (the midline
+#: strip holds the spinous process, whose marrow can be as dark as muscle), and half-height.
+_MUSCLE_POSTERIOR_MM = (30.0, 80.0)
+_MUSCLE_LATERAL_MM = (12.0, 45.0)
+_MUSCLE_HALF_HEIGHT_MM = 10.0
+#: Muscle lies near water; its peak is searched in this window (wide for scanner errors, kVp
+#: and contrast) and trusted only inside the plausible range (fatty muscle of the elderly
+#: still lies above 15 HU; above 90 HU the peak is not muscle).
+_MUSCLE_WINDOW = (-10.0, 120.0)
+_MUSCLE_PLAUSIBLE = (15.0, 90.0)
+#: Fewer averaged muscle voxels than this behind a body and that body gives no reference.
+_MIN_MUSCLE_VOXELS = 150
+#: The context channels of the first context-aware bundles (the default of ``vector``).
+CONTEXT_CHANNELS_V1 = ("kvp", "fat_hu", "fat_reference_used")
+#: The channels of bundles that also read the paraspinal muscle reference.
+CONTEXT_CHANNELS_V2 = (*CONTEXT_CHANNELS_V1, "muscle_hu", "muscle_reference_used")
 
 
 @dataclass(frozen=True)
@@ -221,33 +243,62 @@ class ScanContext:
         soft_hu: CT number of the soft-tissue peak (reported, not given to the networks: on
             real scans it mixes muscle, organs, bowel and fluid).
         kvp_known: False when ``kvp`` is the default.
+        muscle_hu: CT number of the paraspinal muscles behind the measured bodies
+            (``muscle_reference``), None when not measured. With fat it is the second internal
+            reference of phantomless QCT: near water, so it carries the scanner's offset.
     """
 
     kvp: float = DEFAULT_KVP
     fat_hu: float | None = None
     soft_hu: float | None = None
     kvp_known: bool = False
+    muscle_hu: float | None = None
 
     @property
     def fat_usable(self) -> bool:
         return self.fat_hu is not None and _FAT_PLAUSIBLE[0] <= self.fat_hu <= _FAT_PLAUSIBLE[1]
 
-    def vector(self) -> list[float]:
-        """The networks' extra input channels: kVp, fat reference, and whether there is one."""
+    @property
+    def muscle_usable(self) -> bool:
+        return self.muscle_hu is not None and _MUSCLE_PLAUSIBLE[0] <= self.muscle_hu <= _MUSCLE_PLAUSIBLE[1]
+
+    def vector(self, channels: Sequence[str] = CONTEXT_CHANNELS_V1) -> list[float]:
+        """The networks' extra input channels, in the order a bundle names them.
+
+        Bundles name their channels (``inference.context.channels``), so a bundle trained
+        before a channel existed still gets exactly the ones it was trained with.
+        """
         fat = (self.fat_hu + 100.0) / 20.0 if self.fat_usable and self.fat_hu is not None else 0.0
-        return [(self.kvp - DEFAULT_KVP) / 20.0, fat, 1.0 if self.fat_usable else 0.0]
+        muscle = (self.muscle_hu - 50.0) / 20.0 if self.muscle_usable and self.muscle_hu is not None else 0.0
+        values = {
+            "kvp": (self.kvp - DEFAULT_KVP) / 20.0,
+            "fat_hu": fat,
+            "fat_reference_used": 1.0 if self.fat_usable else 0.0,
+            "muscle_hu": muscle,
+            "muscle_reference_used": 1.0 if self.muscle_usable else 0.0,
+        }
+        unknown = [c for c in channels if c not in values]
+        if unknown:
+            raise ValueError(f"unknown context channel(s) {unknown}; known: {sorted(values)}")
+        return [values[c] for c in channels]
 
     def with_scale_error(self, gain: float, offset: float) -> ScanContext:
         """The context of the same scan on a scanner whose HU scale is ``hu * gain + offset``."""
-        return ScanContext(
-            self.kvp,
-            None if self.fat_hu is None else self.fat_hu * gain + offset,
-            None if self.soft_hu is None else self.soft_hu * gain + offset,
-            self.kvp_known,
+        return replace(
+            self,
+            fat_hu=None if self.fat_hu is None else self.fat_hu * gain + offset,
+            soft_hu=None if self.soft_hu is None else self.soft_hu * gain + offset,
+            muscle_hu=None if self.muscle_hu is None else self.muscle_hu * gain + offset,
         )
 
     def without_fat(self) -> ScanContext:
-        return ScanContext(self.kvp, None, self.soft_hu, self.kvp_known)
+        return replace(self, fat_hu=None)
+
+    def without_muscle(self) -> ScanContext:
+        return replace(self, muscle_hu=None)
+
+    def with_muscle(self, muscle_hu: float | None) -> ScanContext:
+        return replace(self, muscle_hu=muscle_hu)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -256,12 +307,16 @@ class ScanContext:
             "fat_hu": None if self.fat_hu is None else round(self.fat_hu, 1),
             "fat_reference_used": self.fat_usable,
             "soft_tissue_hu": None if self.soft_hu is None else round(self.soft_hu, 1),
+            "muscle_hu": None if self.muscle_hu is None else round(self.muscle_hu, 1),
+            "muscle_reference_used": self.muscle_usable,
         }
 
 
-def _histogram_mode(values: np.ndarray, window: tuple[float, float]) -> float | None:
+def _histogram_mode(
+    values: np.ndarray, window: tuple[float, float], min_voxels: int = _MIN_REF_VOXELS
+) -> float | None:
     v = values[(values >= window[0]) & (values <= window[1])]
-    if v.size < _MIN_REF_VOXELS:
+    if v.size < min_voxels:
         return None
     bins = np.arange(window[0], window[1] + 2.0, 2.0)
     hist, edges = np.histogram(v, bins=bins)
@@ -291,9 +346,64 @@ def scan_context(array: np.ndarray | torch.Tensor, kvp: float | None) -> ScanCon
     )
 
 
-def context_channels(crops: torch.Tensor, context: ScanContext | Sequence[float]) -> torch.Tensor:
-    """Append the context as constant channels to (N, 1, X, Y, Z) or (1, X, Y, Z) crops."""
-    vec = context.vector() if isinstance(context, ScanContext) else list(context)
+def muscle_reference(
+    array: np.ndarray | torch.Tensor,
+    affine: np.ndarray,
+    centres_mm: Sequence[Sequence[float]],
+) -> float | None:
+    """CT number of the paraspinal muscles behind the given vertebral bodies (RAS volume).
+
+    Behind each body (``centres_mm``: trabecular ROI centres, RAS mm) two boxes left and right
+    of the midline hold the erector spinae and multifidus at every level from T1 to L5. The
+    box is averaged over ~3 mm blocks (low-dose noise) and the soft-tissue peak of its
+    histogram taken; the scan's reference is the median over the bodies, so one body whose
+    box holds a kidney, the table or a fatty muscle does not move it. None where no body has
+    enough muscle behind it (a field of view cut just behind the spine).
+    """
+    arr = array.numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+    aff = np.asarray(affine, dtype=np.float64)
+    inv = np.linalg.inv(aff)
+    spacing = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+    k = [max(1, int(round(3.0 / float(sp)))) for sp in spacing]
+    modes = []
+    for c in centres_mm:
+        v = inv @ np.array([*map(float, c), 1.0])
+
+        def span(centre: float, lo_mm: float, hi_mm: float, axis: int) -> slice:
+            lo = int(np.floor(centre + lo_mm / spacing[axis]))
+            hi = int(np.ceil(centre + hi_mm / spacing[axis])) + 1
+            return slice(max(0, lo), min(arr.shape[axis], hi))
+
+        ys = span(v[1], -_MUSCLE_POSTERIOR_MM[1], -_MUSCLE_POSTERIOR_MM[0], 1)
+        zs = span(v[2], -_MUSCLE_HALF_HEIGHT_MM, _MUSCLE_HALF_HEIGHT_MM, 2)
+        values = []
+        for side in (-1.0, 1.0):
+            lo, hi = sorted((side * _MUSCLE_LATERAL_MM[0], side * _MUSCLE_LATERAL_MM[1]))
+            xs = span(v[0], lo, hi, 0)
+            box = arr[xs, ys, zs]
+            if min(box.shape) < 1:
+                continue
+            t = torch.as_tensor(np.ascontiguousarray(box), dtype=torch.float32)[None, None]
+            kk = [min(k[i], t.shape[2 + i]) for i in range(3)]
+            values.append(F.avg_pool3d(t, kernel_size=kk, stride=kk).numpy().ravel())
+        if values:
+            m = _histogram_mode(np.concatenate(values), _MUSCLE_WINDOW, _MIN_MUSCLE_VOXELS)
+            if m is not None:
+                modes.append(m)
+    return float(np.median(modes)) if modes else None
+
+
+def context_channels(
+    crops: torch.Tensor,
+    context: ScanContext | Sequence[float],
+    channels: Sequence[str] = CONTEXT_CHANNELS_V1,
+) -> torch.Tensor:
+    """Append the context as constant channels to (N, 1, X, Y, Z) or (1, X, Y, Z) crops.
+
+    ``channels`` names them (a bundle's ``inference.context.channels``); a plain sequence of
+    numbers is appended as it is.
+    """
+    vec = context.vector(channels) if isinstance(context, ScanContext) else list(context)
     c = torch.tensor(vec, dtype=crops.dtype)
     shape = list(crops.shape)
     chan_axis = len(shape) - 4

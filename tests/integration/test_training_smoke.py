@@ -69,11 +69,21 @@ def test_evaluate_writes_the_study_outputs(tiny_cohort: Path, tmp_path: Path) ->
     # A generated cohort also gets the calibration floor (its specs are in synth_params.json).
     floor = saved["baselines"]["calibration_floor"]
     assert floor["n"] == 3 and floor["mae"] >= 0.0
-    # Re-scoring on the first run's own segmentations gives the same results without the segmenter.
+    # Re-scoring on the first run's own segmentations gives the same results without the
+    # segmenter, and without per-case reports it writes only what the metrics need.
     again = evaluate_cohort(
-        tiny_cohort, tmp_path, tmp_path / "eval2", n_boot=20, progress=False, reuse_segmentation=out
+        tiny_cohort,
+        tmp_path,
+        tmp_path / "eval2",
+        n_boot=20,
+        progress=False,
+        reuse_segmentation=out,
+        reports=False,
     )
-    assert again["segmentation_reused_from"] == str(out)
+    assert again["segmentation_reused_from"] == str(out) and again["case_reports_written"] is False
+    assert list(out.glob("cases/*/own/report.png"))
+    assert not list((tmp_path / "eval2").glob("cases/*/*/report.png"))
+    assert not list((tmp_path / "eval2").glob("cases/*/*/*.dcm"))
     for case in sorted((out / "cases").iterdir()):
         first = json.loads((case / "own" / "summary.json").read_text())
         second = json.loads((tmp_path / "eval2" / "cases" / case.name / "own" / "summary.json").read_text())

@@ -140,3 +140,22 @@ def test_anterior_peak_reads_the_aorta_in_front_of_the_body_only() -> None:
     assert peak[0] == pytest.approx(40.0, abs=1.0)
     assert peak[1] == pytest.approx(250.0, abs=1.0)
     assert peak[2] == pytest.approx(40.0, abs=1.0)
+
+
+def test_network_input_gives_each_bundle_the_channels_it_was_trained_with() -> None:
+    from pathlib import Path
+
+    from osteoscreen.bmd.predict import network_input
+    from osteoscreen.models import Bundle
+    from osteoscreen.transforms import CONTEXT_CHANNELS_V2, ScanContext
+
+    def bundle(context: object) -> Bundle:
+        return Bundle("b", Path("."), None, {"context": context} if context else {}, {})  # type: ignore[arg-type]
+
+    crops = torch.zeros(2, 1, 4, 4, 4)
+    ctx = ScanContext(kvp=120.0, fat_hu=-100.0, kvp_known=True, muscle_hu=60.0)
+    assert network_input(bundle(None), crops, ctx).shape[1] == 1  # a bundle without context
+    first = network_input(bundle({"channels": ["kvp", "fat_hu", "fat_reference_used"]}), crops, ctx)
+    assert first.shape[1] == 4
+    both = network_input(bundle({"channels": list(CONTEXT_CHANNELS_V2)}), crops, ctx)
+    assert both.shape[1] == 6 and torch.all(both[:, 4] == 0.5) and torch.all(both[:, 5] == 1.0)

@@ -7,10 +7,12 @@ import torch
 from osteoscreen.io.volume import Volume
 from osteoscreen.roi.trabecular import erosion_steps, roi_extent, trabecular_roi
 from osteoscreen.transforms import (
+    CONTEXT_CHANNELS_V2,
     CropSpec,
     ScanContext,
     context_channels,
     extract_crop,
+    muscle_reference,
     normalize_hu,
     resample,
     rotation_matrix,
@@ -160,3 +162,61 @@ def test_context_channels_are_constant_planes() -> None:
     shifted = ctx.with_scale_error(1.1, 10.0)
     assert shifted.fat_hu == pytest.approx(-122.0) and shifted.kvp == 80.0
     assert ctx.without_fat().vector() == [-2.0, 0.0, 0.0]
+
+
+def _back(muscle: float, noise: float, rng: np.random.Generator, cut_mm: float | None = None) -> np.ndarray:
+    """An axial-slab body at 1 mm (RAS): fat, a vertebral body at the centre, paraspinal
+    muscles behind it either side of a spinous process whose marrow is as dark as fat-free
+    soft tissue (60 HU), and air beyond ``cut_mm`` behind the centre where given."""
+    x, y = np.meshgrid(np.arange(160) - 80.0, np.arange(160) - 80.0, indexing="ij")
+    sl = np.full((160, 160), -1000.0)
+    sl[x**2 / 75**2 + y**2 / 78**2 < 1] = -100.0
+    sl[(np.abs(x) >= 8) & (np.abs(x) <= 48) & (y <= -22) & (y >= -75)] = muscle
+    sl[(np.abs(x) < 6) & (y < -20) & (y > -70)] = 60.0  # spinous process marrow
+    sl[(np.abs(x) < 6) & (y < -20) & (y > -70) & (np.abs(x) > 4)] = 700.0  # its cortex
+    sl[x**2 + y**2 < 15**2] = 150.0  # the vertebral body
+    if cut_mm is not None:
+        sl[:, y[0] < -cut_mm] = -1000.0
+    vol = np.repeat(sl[:, :, None], 40, axis=2).astype(np.float32)
+    return vol + rng.normal(0.0, noise, vol.shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("noise", [5.0, 90.0])
+def test_muscle_reference_reads_the_paraspinal_muscles(noise: float) -> None:
+    rng = np.random.default_rng(1)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = [-80.0, -80.0, 0.0]
+    centres = [(0.0, 0.0, 12.0), (0.0, 0.0, 28.0)]
+    assert muscle_reference(_back(45.0, noise, rng), affine, centres) == pytest.approx(45.0, abs=6.0)
+    # The scanner's HU-scale error moves it as it moves the bone.
+    off = _back(45.0, noise, rng) * 0.95 - 12.0
+    assert muscle_reference(off, affine, centres) == pytest.approx(45.0 * 0.95 - 12.0, abs=6.0)
+    # Fatty muscle of the elderly is still found, and still usable.
+    fatty = muscle_reference(_back(22.0, noise, rng), affine, centres)
+    assert fatty == pytest.approx(22.0, abs=6.0)
+    assert ScanContext(muscle_hu=fatty).muscle_usable
+
+
+def test_muscle_reference_absent_when_the_field_of_view_ends_behind_the_spine() -> None:
+    rng = np.random.default_rng(2)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = [-80.0, -80.0, 0.0]
+    vol = _back(45.0, 5.0, rng, cut_mm=28.0)
+    assert muscle_reference(vol, affine, [(0.0, 0.0, 20.0)]) is None
+    assert muscle_reference(vol, affine, []) is None
+    ctx = ScanContext(kvp=120.0, fat_hu=-100.0, kvp_known=True, muscle_hu=None)
+    assert ctx.vector(CONTEXT_CHANNELS_V2) == [0.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def test_context_vector_follows_the_bundles_channel_names() -> None:
+    ctx = ScanContext(kvp=100.0, fat_hu=-110.0, kvp_known=True, muscle_hu=70.0)
+    assert ctx.vector() == [-1.0, -0.5, 1.0]  # the first bundles' three channels
+    assert ctx.vector(CONTEXT_CHANNELS_V2) == [-1.0, -0.5, 1.0, 1.0, 1.0]
+    assert ctx.vector(["muscle_reference_used", "kvp"]) == [1.0, -1.0]
+    assert ctx.with_scale_error(1.0, 10.0).muscle_hu == pytest.approx(80.0)
+    assert not ScanContext(muscle_hu=140.0).muscle_usable  # above any muscle: not used
+    assert ctx.without_muscle().vector(CONTEXT_CHANNELS_V2)[3:] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="unknown context channel"):
+        ctx.vector(["bone_hu"])
+    x = context_channels(torch.zeros(2, 1, 4, 4, 4), ctx, CONTEXT_CHANNELS_V2)
+    assert x.shape == (2, 6, 4, 4, 4) and torch.all(x[:, 4] == 1.0)

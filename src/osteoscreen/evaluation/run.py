@@ -76,9 +76,17 @@ def _models(models_dir: Path) -> Any:
     return load_models(models_dir)
 
 
-def _run_one(args: tuple[CohortRow, Path, Path, Path | None]) -> dict[str, Any]:
+def _init_worker(threads: int) -> None:
+    """Each worker process gets its share of the cores: torch's default (all of them) in every
+    worker oversubscribes the CPU, and the threads then spin in the kernel instead of working."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_one(args: tuple[CohortRow, Path, Path, Path | None, bool]) -> dict[str, Any]:
     """Screen one case (own segmentation and, where given, the reference one)."""
-    row, models_dir, out, reuse = args
+    row, models_dir, out, reuse, reports = args
     from ..errors import OsteoscreenError
     from ..io.volume import read_nifti
     from ..pipeline import screen
@@ -94,7 +102,7 @@ def _run_one(args: tuple[CohortRow, Path, Path, Path | None]) -> dict[str, Any]:
             earlier = reuse / "cases" / row.case_id / "own" / "vertebrae_seg.nii.gz"
             seg = earlier if earlier.is_file() else None
         try:
-            res = screen(row.image, cdir, models=models, segmentation=seg, kvp=row_kvp(row))
+            res = screen(row.image, cdir, models=models, segmentation=seg, kvp=row_kvp(row), reports=reports)
         except OsteoscreenError as exc:
             rec[mode] = {"status": "failed", "reason": str(exc)}
             continue
@@ -229,6 +237,7 @@ def evaluate_cohort(
     max_cases: int | None = None,
     progress: bool = True,
     reuse_segmentation: Path | None = None,
+    reports: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the pipeline on a cohort; writes the outputs into ``out`` and returns metrics.
 
@@ -237,6 +246,7 @@ def evaluate_cohort(
     segmented), so a change of the BMD models or the patient rule is re-scored without the
     segmenter (about a third of a case's time).
     Only valid while the segmenter and the level rules are those that made them.
+    ``reports=False`` writes no per-case key image, DICOM SEG or SR (the metrics are the same).
     """
     from tqdm import tqdm
 
@@ -259,14 +269,18 @@ def evaluate_cohort(
     reuse = None if reuse_segmentation is None else Path(reuse_segmentation)
     if reuse is not None and reuse.resolve() == out.resolve():
         raise ValueError("the evaluation whose segmentations are reused must be in another folder than --out")
-    jobs = [(r, Path(models_dir), out, reuse) for r in rows]
+    jobs = [(r, Path(models_dir), out, reuse, reports) for r in rows]
     records: list[dict[str, Any]] = []
     bar = tqdm(
         total=len(jobs), desc=f"evaluate {name or cohort.parent.name}", unit="case", disable=not progress
     )
     if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(threads,),
         ) as pool:
             for rec in pool.map(_run_one, jobs):
                 records.append(rec)
@@ -294,6 +308,7 @@ def evaluate_cohort(
         "n_cases": len(rows),
         "n_screened": len(rows) - len(failed),
         "segmentation_reused_from": None if reuse is None else str(reuse),
+        "case_reports_written": reports,
         "not_screened": failed,
         **own,
         "segmentation": {},

@@ -48,7 +48,7 @@ class CalibratedDenseNet(nn.Module):
     The crop is centred on the trabecular ROI, so its central core (``core`` half-widths in
     voxels) is trabecular bone; its median CT number ``h`` is what a threshold tool would
     convert with one fixed line. Here a small head reads the DenseNet's description of the
-    whole crop, the scan context (kVp, fat reference: the constant channels after the first),
+    whole crop, the scan context (kVp, fat and muscle references: the constant channels after the first),
     ``h`` itself and the brightest soft spot in front of the body (``anterior_peak_hu``: the
     aorta, whose enhancement tells a contrast scan's phase), and predicts a per-scan
     correction of that line:

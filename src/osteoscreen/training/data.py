@@ -15,7 +15,7 @@ import os
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,15 @@ from ..io.volume import Volume, read_nifti
 from ..labels import id_to_name
 from ..roi.measure import measure_labelled_body
 from ..segmentation.spine_box import spine_box_from_classes
-from ..transforms import CropSpec, ScanContext, extract_crop, resample, resample_labels, scan_context
+from ..transforms import (
+    CropSpec,
+    ScanContext,
+    extract_crop,
+    muscle_reference,
+    resample,
+    resample_labels,
+    scan_context,
+)
 
 __all__ = [
     "CohortRow",
@@ -224,18 +232,19 @@ def prepare_vertebra_samples(
 ) -> list[VertebraSample]:
     """Crops around each labelled vertebra's trabecular ROI centre (cached per case)."""
     key = "x".join(str(v) for v in spec.crop_size) + "_" + "x".join(f"{v:g}" for v in spec.spacing)
-    f = cache / f"vert_{row.case_id}_{key}_m{margin_vox}_ctx2.npz"
+    f = cache / f"vert_{row.case_id}_{key}_m{margin_vox}_ctx3.npz"
     big = _margin_spec(spec, margin_vox)
     kvp = row_kvp(row)
     if f.exists():
         d = np.load(f, allow_pickle=False)
         if "context" in d:
-            c = d["context"]  # kvp, fat, soft (NaN: not found), kvp known
+            c = d["context"]  # kvp, fat, soft, kvp known, muscle (NaN: not found)
             ctx = ScanContext(
                 float(c[0]),
                 None if np.isnan(c[1]) else float(c[1]),
                 None if np.isnan(c[2]) else float(c[2]),
                 bool(c[3]),
+                None if np.isnan(c[4]) else float(c[4]),
             )
             return [
                 VertebraSample(
@@ -255,6 +264,7 @@ def prepare_vertebra_samples(
     lab = _load_canonical(row.label).array.astype(np.int16)
     ctx = scan_context(vol.array, kvp)
     out: list[VertebraSample] = []
+    centres: list[tuple[float, float, float]] = []
     boxes = ndimage.find_objects(np.clip(lab, 0, 100))
     for vid in np.unique(lab):
         if vid <= 0 or vid > 100 or boxes[vid - 1] is None:
@@ -270,6 +280,7 @@ def prepare_vertebra_samples(
         m, _, _ = measure_labelled_body(
             vol.array, lab, box, int(vid), vol.affine, vol.spacing, DEFAULT_CONFIG
         )
+        centres.append(m.center_mm)
         if m.roi_voxels < DEFAULT_CONFIG.min_roi_voxels or "central_core_roi" in m.flags:
             continue
         crop = extract_crop(vol.array, vol.affine, m.center_mm, big)[0].numpy()
@@ -278,6 +289,9 @@ def prepare_vertebra_samples(
             spec.spacing
         )
         out.append(VertebraSample(row.case_id, name, row.bmd[name], crop, aff, m.hu_mean, ctx))
+    # The paraspinal muscle reference behind the measured bodies, as the pipeline measures it.
+    ctx = ctx.with_muscle(muscle_reference(vol.array, vol.affine, centres))
+    out = [replace(s, context=ctx) for s in out]
     cache.mkdir(parents=True, exist_ok=True)
     tmp = f.with_suffix(".tmp.npz")
     np.savez_compressed(
@@ -295,6 +309,7 @@ def prepare_vertebra_samples(
                 np.nan if ctx.fat_hu is None else ctx.fat_hu,
                 np.nan if ctx.soft_hu is None else ctx.soft_hu,
                 ctx.kvp_known,
+                np.nan if ctx.muscle_hu is None else ctx.muscle_hu,
             ],
             dtype=np.float64,
         ),

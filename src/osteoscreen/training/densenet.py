@@ -15,7 +15,7 @@ from monai.losses import FocalLoss
 
 from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..networks import CalibratedDenseNet
-from ..transforms import CropSpec, context_channels
+from ..transforms import CONTEXT_CHANNELS_V2, CropSpec, context_channels
 from .common import TrainState, export_bundle, load_init_weights, model_device, seed_everything, train_loop
 from .data import (
     VertebraSample,
@@ -39,8 +39,15 @@ SCALE_ERROR_GAIN_SD = 0.04
 SCALE_ERROR_OFFSET_SD = 10.0
 #: Share of samples trained as if the scan had no usable fat reference.
 FAT_DROPOUT_P = 0.15
+#: Share of samples trained as if no paraspinal muscle reference had been found.
+MUSCLE_DROPOUT_P = 0.1
+#: Noise (HU SD) added to the muscle reference in training, so that the networks do not trust
+#: it more than real patients allow: the generator varies muscle by 5 HU, real paraspinal
+#: muscle far more (fatty infiltration with age: 18-21 HU in ../shared's real abdominal CT,
+#: 45-55 HU in lean adults); with this noise the reference varies by about 11 HU.
+MUSCLE_JITTER_SD = 10.0
 #: The scan context the DenseNets take as extra channels (transforms.ScanContext.vector).
-CONTEXT_CHANNELS = ["kvp", "fat_hu", "fat_reference_used"]
+CONTEXT_CHANNELS = list(CONTEXT_CHANNELS_V2)
 #: Half-widths (voxels of the crop) of the central trabecular core the calibrated head reads.
 CORE_HALF_WIDTH = (3, 3, 2)
 DENSENET_ARGS: dict[str, Any] = {
@@ -103,10 +110,14 @@ def _batches(samples: list[VertebraSample], spec: CropSpec, task: str, batch: in
                 if rng.random() < 0.5:
                     x = x + torch.randn_like(x) * float(rng.uniform(0, 25)) / spec.norm_scale
                 ctx = s.context.with_scale_error(gain, offset)
+                if ctx.muscle_hu is not None:
+                    ctx = ctx.with_muscle(ctx.muscle_hu + float(rng.normal(0.0, MUSCLE_JITTER_SD)))
                 if rng.random() < FAT_DROPOUT_P:
                     # Scans without a usable fat reference (a tight field of view) must still work.
                     ctx = ctx.without_fat()
-                xs.append(context_channels(x, ctx))
+                if rng.random() < MUSCLE_DROPOUT_P:
+                    ctx = ctx.without_muscle()
+                xs.append(context_channels(x, ctx, CONTEXT_CHANNELS))
                 if task == "classifier":
                     ys.append(torch.tensor(thresholds.class_index(s.bmd)))
                 else:
@@ -183,7 +194,9 @@ def train_densenet(
         raise ValueError(
             f"cohort {cohort}: {len(tr)} training and {len(va)} validation vertebrae; both must be > 0"
         )
-    val_x = torch.stack([context_channels(augment_crop(s, spec, None), s.context) for s in va])
+    val_x = torch.stack(
+        [context_channels(augment_crop(s, spec, None), s.context, CONTEXT_CHANNELS) for s in va]
+    )
     val_bmd = np.array([s.bmd for s in va])
     in_channels = 1 + len(CONTEXT_CHANNELS)
     thresholds = DEFAULT_CONFIG.thresholds

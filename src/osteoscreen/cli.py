@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="tube voltage of a NIfTI input (DICOM inputs use their header's KVP; default 120)",
     )
+    r.add_argument(
+        "--no-muscle-reference",
+        action="store_true",
+        help="do not give the BMD models the paraspinal muscle reference (for example where "
+        "fatty muscle is common); the fat reference and kVp are still used",
+    )
     r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     r.add_argument("--quiet", "-q", action="store_true", help="no table on stdout")
 
@@ -219,6 +225,7 @@ def _kvp(text: str) -> float:
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
+    from .config import ScreeningConfig
     from .errors import InputError, NotScreenableError
     from .pipeline import screen
 
@@ -231,6 +238,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
             segmentation=a.segmentation,
             device=a.device,
             kvp=a.kvp,
+            config=ScreeningConfig(muscle_reference=not a.no_muscle_reference),
         )
     except NotScreenableError as exc:
         sys.stderr.write(f"osteoscreen: not screenable: {exc}\n")

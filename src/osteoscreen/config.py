@@ -66,6 +66,9 @@ class ScreeningConfig:
     #: study's plain mean: on 200 + 200 synthetic patients r = 2 lowered the RMSE on both
     #: profiles but the test MAE not at all (README, "Patient value").
     pool_radius: int = 0
+    #: Give the DenseNets that read it the paraspinal muscle reference (``--no-muscle-reference``
+    #: turns it off: a fatty muscle is read as a scanner offset, see README "Scan context").
+    muscle_reference: bool = True
     #: Fewest ROI voxels for a vertebra to count.
     min_roi_voxels: int = 20
     #: Height ratio (anterior or middle vs posterior) below which a fracture is suspected.

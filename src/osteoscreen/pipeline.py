@@ -252,10 +252,10 @@ def classify_vertebrae(
     The scan's context (kVp, the internal fat and paraspinal muscle references) is measured
     here and kept in ``canon.meta["scan_context"]`` for the summary.
     """
-    centres = [m.center_mm for m in measurements]
-    context = scan_context(canon.array, canon.meta.get("kvp")).with_muscle(
-        muscle_reference(canon.array, canon.affine, centres)
-    )
+    context = scan_context(canon.array, canon.meta.get("kvp"))
+    if config.muscle_reference:
+        centres = [m.center_mm for m in measurements]
+        context = context.with_muscle(muscle_reference(canon.array, canon.affine, centres))
     canon.meta["scan_context"] = context.to_dict()
     bmd, probs = predict_bmd(
         canon, [m.center_mm for m in measurements], models.classifier, models.regressor, context
@@ -542,10 +542,16 @@ def assemble_result(
             "BMD read without the scan's internal calibration"
         )
     if ctx and not ctx.get("muscle_reference_used", True) and models.uses_context_channel("muscle_hu"):
-        result.warnings.append(
-            "no usable paraspinal muscle reference behind the measured bodies: "
-            "BMD read without the scan's muscle calibration"
-        )
+        if not config.muscle_reference:
+            why = "turned off (--no-muscle-reference)"
+        elif ctx.get("muscle_hu") is None:
+            why = "no paraspinal muscle found behind the measured bodies"
+        else:
+            why = (
+                f"the paraspinal muscle ({ctx['muscle_hu']:g} HU) is unlike the training scans' "
+                "(too dark or bright, or against the fat reference: fatty muscle?)"
+            )
+        result.warnings.append(f"muscle reference not used: {why}; BMD read without it")
     if bodies.level_confidence == 0.0 and bodies.source == "vbnet":
         result.warnings.append("levels unknown: values are reported per body (V1, V2, ...) for review")
     doubtful = [v for v in vertebrae if {"fracture_suspected", "central_core_roi"} & set(v.roi.flags)]

@@ -220,3 +220,14 @@ def test_context_vector_follows_the_bundles_channel_names() -> None:
         ctx.vector(["bone_hu"])
     x = context_channels(torch.zeros(2, 1, 4, 4, 4), ctx, CONTEXT_CHANNELS_V2)
     assert x.shape == (2, 6, 4, 4, 4) and torch.all(x[:, 4] == 1.0)
+
+
+def test_muscle_unlike_the_fat_reference_is_not_used() -> None:
+    # A scanner error moves both references: still usable.
+    assert ScanContext(fat_hu=-100.0, muscle_hu=50.0).with_scale_error(1.05, 15.0).muscle_usable
+    # Muscle only 90 HU above fat (fatty muscle, or not muscle at all): not used.
+    odd = ScanContext(fat_hu=-70.0, muscle_hu=20.0)
+    assert odd.fat_usable and not odd.muscle_usable
+    assert odd.vector(CONTEXT_CHANNELS_V2)[3:] == [0.0, 0.0]
+    # Without a fat reference the muscle's own plausible range decides.
+    assert ScanContext(muscle_hu=20.0).muscle_usable

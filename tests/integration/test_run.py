@@ -111,6 +111,20 @@ def test_kvp_of_a_nifti_input(demo_study: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     ctx = json.loads((tmp_path / "o" / "summary.json").read_text())["input"]["scan_context"]
     assert ctx["kvp"] == 100.0 and ctx["kvp_known"]
+    # The paraspinal muscles behind the bodies are found, and can be left out.
+    assert ctx["muscle_reference_used"] and 20.0 < ctx["muscle_hu"] < 90.0
+    proc = run_cli("run", *args, "--no-muscle-reference", "--output", str(tmp_path / "o3"))
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads((tmp_path / "o3" / "summary.json").read_text())
+    assert s["input"]["scan_context"]["muscle_hu"] is None
+    reads_muscle = any(
+        "muscle_hu"
+        in json.loads((MODELS / m / "configs" / "inference.json").read_text())
+        .get("context", {})
+        .get("channels", [])
+        for m in ("densenet_regressor", "densenet_classifier")
+    )
+    assert any("turned off (--no-muscle-reference)" in w for w in s["warnings"]) == reads_muscle
     proc = run_cli("run", *args, "--kvp", "300", "--output", str(tmp_path / "o2"))
     assert proc.returncode == 2 and "60-150" in proc.stderr and "Traceback" not in proc.stderr
 

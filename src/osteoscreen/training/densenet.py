@@ -15,7 +15,7 @@ from monai.losses import FocalLoss
 
 from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..networks import CalibratedDenseNet
-from ..transforms import CONTEXT_CHANNELS_V2, CropSpec, context_channels
+from ..transforms import CONTEXT_CHANNELS_V1, CONTEXT_CHANNELS_V2, CropSpec, context_channels
 from .common import TrainState, export_bundle, load_init_weights, model_device, seed_everything, train_loop
 from .data import (
     VertebraSample,
@@ -86,7 +86,20 @@ def cohort_info(cohort: Path, n_rows: int) -> dict[str, Any]:
     return info
 
 
-def _batches(samples: list[VertebraSample], spec: CropSpec, task: str, batch: int) -> Any:
+def bundle_context_channels(bundle: Path) -> list[str]:
+    """The context channels a bundle was trained with (fine-tuning must keep them)."""
+    inference = json.loads((Path(bundle) / "configs" / "inference.json").read_text())
+    spec = inference.get("context")
+    if not spec:
+        return []
+    if not isinstance(spec, dict):
+        return list(CONTEXT_CHANNELS_V1)
+    return list(spec.get("channels", CONTEXT_CHANNELS_V1))
+
+
+def _batches(
+    samples: list[VertebraSample], spec: CropSpec, task: str, batch: int, channels: list[str]
+) -> Any:
     thresholds = DEFAULT_CONFIG.thresholds
     classes = np.array([thresholds.class_index(s.bmd) for s in samples])
     # Balanced sampling over the three classes (focal loss handles what imbalance remains).
@@ -117,7 +130,7 @@ def _batches(samples: list[VertebraSample], spec: CropSpec, task: str, batch: in
                     ctx = ctx.without_fat()
                 if rng.random() < MUSCLE_DROPOUT_P:
                     ctx = ctx.without_muscle()
-                xs.append(context_channels(x, ctx, CONTEXT_CHANNELS))
+                xs.append(context_channels(x, ctx, channels))
                 if task == "classifier":
                     ys.append(torch.tensor(thresholds.class_index(s.bmd)))
                 else:
@@ -175,7 +188,8 @@ def train_densenet(
     """Train ``task`` ("classifier" or "regressor") and export ``out/densenet_<task>``.
 
     ``init_from`` (a models folder) fine-tunes: training starts from that folder's bundle of the
-    same name (a run that already has checkpoints resumes from them instead).
+    same name (a run that already has checkpoints resumes from them instead), with the context
+    channels that bundle was trained with.
     """
     if task not in ("classifier", "regressor"):
         raise ValueError(f"task must be 'classifier' or 'regressor', got {task!r}")
@@ -194,11 +208,11 @@ def train_densenet(
         raise ValueError(
             f"cohort {cohort}: {len(tr)} training and {len(va)} validation vertebrae; both must be > 0"
         )
-    val_x = torch.stack(
-        [context_channels(augment_crop(s, spec, None), s.context, CONTEXT_CHANNELS) for s in va]
-    )
+    name = f"densenet_{task}"
+    channels = CONTEXT_CHANNELS if init_from is None else bundle_context_channels(Path(init_from) / name)
+    val_x = torch.stack([context_channels(augment_crop(s, spec, None), s.context, channels) for s in va])
     val_bmd = np.array([s.bmd for s in va])
-    in_channels = 1 + len(CONTEXT_CHANNELS)
+    in_channels = 1 + len(channels)
     thresholds = DEFAULT_CONFIG.thresholds
     head: dict[str, Any] = {
         "norm_center": spec.norm_center,
@@ -212,7 +226,6 @@ def train_densenet(
     with torch.no_grad():
         model.slope.fill_(line[0])
         model.intercept.fill_(line[1])
-    name = f"densenet_{task}"
     sdir = Path(out) / name
     init_info: dict[str, str] = {}
     if init_from is not None and not (sdir / "checkpoints" / "last.pt").exists():
@@ -240,7 +253,7 @@ def train_densenet(
     state = train_loop(
         model=model,
         optimizer=opt,
-        batches=_batches(tr, spec, task, batch),
+        batches=_batches(tr, spec, task, batch, channels),
         loss_fn=loss_fn,
         evaluate=_evaluate(val_x, val_bmd, task),
         score=score,
@@ -273,7 +286,7 @@ def train_densenet(
         },
         inference={
             **spec.to_dict(),
-            "context": {"channels": CONTEXT_CHANNELS, "default_kvp": 120.0},
+            "context": {"channels": channels, "default_kvp": 120.0},
             "output": {"classes": list(CATEGORIES)}
             if task == "classifier"
             else {"bmd_scale": BMD_SCALE, "unit": "mg/cm3"},

@@ -67,7 +67,7 @@ class ScreeningConfig:
     #: profiles but the test MAE not at all (README, "Patient value").
     pool_radius: int = 0
     #: Give the DenseNets that read it the paraspinal muscle reference (``--no-muscle-reference``
-    #: turns it off: a fatty muscle is read as a scanner offset, see README "Scan context").
+    #: turns it off: a fatty muscle is read as a scanner offset, see README "Screening a study").
     muscle_reference: bool = True
     #: Fewest ROI voxels for a vertebra to count.
     min_roi_voxels: int = 20

@@ -43,8 +43,8 @@ FAT_DROPOUT_P = 0.15
 MUSCLE_DROPOUT_P = 0.1
 #: Noise (HU SD) added to the muscle reference in training, so that the networks do not trust
 #: it more than real patients allow: the generator varies muscle by 5 HU, real paraspinal
-#: muscle far more (fatty infiltration with age: 18-21 HU in ../shared's real abdominal CT,
-#: 45-55 HU in lean adults); with this noise the reference varies by about 11 HU.
+#: muscle far more with fatty infiltration (18-21 HU in ../shared's real abdominal CT, against
+#: the generator's 50); with this noise the reference varies by about 11 HU.
 MUSCLE_JITTER_SD = 10.0
 #: The scan context the DenseNets take as extra channels (transforms.ScanContext.vector).
 CONTEXT_CHANNELS = list(CONTEXT_CHANNELS_V2)
@@ -87,8 +87,14 @@ def cohort_info(cohort: Path, n_rows: int) -> dict[str, Any]:
 
 
 def bundle_context_channels(bundle: Path) -> list[str]:
-    """The context channels a bundle was trained with (fine-tuning must keep them)."""
-    inference = json.loads((Path(bundle) / "configs" / "inference.json").read_text())
+    """The context channels a bundle was trained with (fine-tuning must keep them).
+
+    A folder without a bundle gets today's channels (``load_init_weights`` then says what is
+    missing)."""
+    path = Path(bundle) / "configs" / "inference.json"
+    if not path.is_file():
+        return list(CONTEXT_CHANNELS)
+    inference = json.loads(path.read_text())
     spec = inference.get("context")
     if not spec:
         return []

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
+from .transforms import context_channels_of
 
 __all__ = ["MODEL_NAMES", "Bundle", "ModelSet", "default_models_dir", "load_models"]
 
@@ -33,6 +34,11 @@ class Bundle:
     network: torch.jit.ScriptModule
     inference: dict[str, Any]
     metadata: dict[str, Any]
+
+    @property
+    def context_channels(self) -> list[str]:
+        """The scan-context channels this bundle was trained with (none for the VB-Nets)."""
+        return context_channels_of(self.inference)
 
     @property
     def version(self) -> str:
@@ -54,11 +60,7 @@ class ModelSet:
 
     def uses_context_channel(self, name: str) -> bool:
         """True when either DenseNet reads the context channel ``name`` (e.g. "muscle_hu")."""
-        for b in (self.regressor, self.classifier):
-            spec = b.inference.get("context")
-            if isinstance(spec, dict) and name in spec.get("channels", ()):
-                return True
-        return False
+        return any(name in b.context_channels for b in (self.regressor, self.classifier))
 
     def describe(self) -> dict[str, Any]:
         """Model ids and versions for summary.json and the SR's algorithm identification."""

@@ -252,15 +252,13 @@ def classify_vertebrae(
     The scan's context (kVp, the internal fat and paraspinal muscle references) is measured
     here and kept in ``canon.meta["scan_context"]`` for the summary.
     """
+    centres = [m.center_mm for m in measurements]
     context = scan_context(canon.array, canon.meta.get("kvp"))
     if config.muscle_reference:
-        centres = [m.center_mm for m in measurements]
         context = context.with_muscle(muscle_reference(canon.array, canon.affine, centres))
     canon.meta["scan_context"] = context.to_dict()
-    bmd, probs = predict_bmd(
-        canon, [m.center_mm for m in measurements], models.classifier, models.regressor, context
-    )
-    cores = core_hu(canon, [m.center_mm for m in measurements], models.regressor)
+    bmd, probs = predict_bmd(canon, centres, models.classifier, models.regressor, context)
+    cores = core_hu(canon, centres, models.regressor)
     out = []
     for m, b, p, h in zip(measurements, bmd, probs, cores):
         if np.isfinite(h) and abs(h - m.hu_median) > CORE_ROI_MAX_HU and "crop_off_roi" not in m.flags:

@@ -33,6 +33,7 @@ __all__ = [
     "CropSpec",
     "ScanContext",
     "context_channels",
+    "context_channels_of",
     "extract_crop",
     "float_block",
     "muscle_reference",
@@ -238,6 +239,16 @@ CONTEXT_CHANNELS_V1 = ("kvp", "fat_hu", "fat_reference_used")
 CONTEXT_CHANNELS_V2 = (*CONTEXT_CHANNELS_V1, "muscle_hu", "muscle_reference_used")
 
 
+def context_channels_of(inference: dict[str, object]) -> list[str]:
+    """The context channels a bundle's ``inference.json`` names: none where it has no
+    ``context``, the first bundles' three where it names none."""
+    spec = inference.get("context")
+    if not spec:
+        return []
+    channels = spec.get("channels") if isinstance(spec, dict) else None
+    return [str(c) for c in channels] if channels else list(CONTEXT_CHANNELS_V1)
+
+
 @dataclass(frozen=True)
 class ScanContext:
     """Scan-level facts the DenseNets get beside the crop.
@@ -377,15 +388,15 @@ def muscle_reference(
     inv = np.linalg.inv(aff)
     spacing = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
     k = [max(1, int(round(3.0 / float(sp)))) for sp in spacing]
+
+    def span(centre: float, lo_mm: float, hi_mm: float, axis: int) -> slice:
+        lo = int(np.floor(centre + lo_mm / spacing[axis]))
+        hi = int(np.ceil(centre + hi_mm / spacing[axis])) + 1
+        return slice(max(0, lo), min(arr.shape[axis], hi))
+
     modes = []
     for c in centres_mm:
         v = inv @ np.array([*map(float, c), 1.0])
-
-        def span(centre: float, lo_mm: float, hi_mm: float, axis: int) -> slice:
-            lo = int(np.floor(centre + lo_mm / spacing[axis]))
-            hi = int(np.ceil(centre + hi_mm / spacing[axis])) + 1
-            return slice(max(0, lo), min(arr.shape[axis], hi))
-
         ys = span(v[1], -_MUSCLE_POSTERIOR_MM[1], -_MUSCLE_POSTERIOR_MM[0], 1)
         zs = span(v[2], -_MUSCLE_HALF_HEIGHT_MM, _MUSCLE_HALF_HEIGHT_MM, 2)
         values = []
@@ -395,7 +406,7 @@ def muscle_reference(
             box = arr[xs, ys, zs]
             if min(box.shape) < 1:
                 continue
-            t = torch.as_tensor(np.ascontiguousarray(box), dtype=torch.float32)[None, None]
+            t = _as_5d(box)
             kk = [min(k[i], t.shape[2 + i]) for i in range(3)]
             values.append(F.avg_pool3d(t, kernel_size=kk, stride=kk).numpy().ravel())
         if values:

@@ -16,6 +16,7 @@ import pytest
 
 from osteoscreen.labels import name_to_id
 from osteoscreen.roi.trabecular import trabecular_roi
+from osteoscreen.transforms import context_channels_of
 
 from .conftest import run_cli
 
@@ -119,9 +120,7 @@ def test_kvp_of_a_nifti_input(demo_study: Path, tmp_path: Path) -> None:
     assert s["input"]["scan_context"]["muscle_hu"] is None
     reads_muscle = any(
         "muscle_hu"
-        in json.loads((MODELS / m / "configs" / "inference.json").read_text())
-        .get("context", {})
-        .get("channels", [])
+        in context_channels_of(json.loads((MODELS / m / "configs" / "inference.json").read_text()))
         for m in ("densenet_regressor", "densenet_classifier")
     )
     assert any("turned off (--no-muscle-reference)" in w for w in s["warnings"]) == reads_muscle

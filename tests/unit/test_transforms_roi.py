@@ -231,3 +231,13 @@ def test_muscle_unlike_the_fat_reference_is_not_used() -> None:
     assert odd.vector(CONTEXT_CHANNELS_V2)[3:] == [0.0, 0.0]
     # Without a fat reference the muscle's own plausible range decides.
     assert ScanContext(muscle_hu=20.0).muscle_usable
+
+
+def test_context_channels_of_a_bundle() -> None:
+    from osteoscreen.transforms import context_channels_of
+
+    assert context_channels_of({}) == []  # the VB-Nets, and DenseNets without context
+    assert context_channels_of({"context": {"default_kvp": 120.0}}) == ["kvp", "fat_hu", "fat_reference_used"]
+    assert context_channels_of({"context": {"channels": list(CONTEXT_CHANNELS_V2)}}) == list(
+        CONTEXT_CHANNELS_V2
+    )

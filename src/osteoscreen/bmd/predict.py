@@ -9,17 +9,16 @@ import torch
 from ..config import CATEGORIES
 from ..io.volume import Volume
 from ..models import Bundle
-from ..transforms import CONTEXT_CHANNELS_V1, CropSpec, ScanContext, context_channels, extract_crop
+from ..transforms import CropSpec, ScanContext, context_channels, extract_crop
 
 __all__ = ["core_hu", "network_input", "predict_bmd"]
 
 
 def network_input(bundle: Bundle, crops: torch.Tensor, context: ScanContext | None) -> torch.Tensor:
     """The crops as the bundle expects them: with the scan context channels where it takes them."""
-    spec = bundle.inference.get("context")
-    if not spec:
+    channels = bundle.context_channels
+    if not channels:
         return crops
-    channels = spec.get("channels", CONTEXT_CHANNELS_V1) if isinstance(spec, dict) else CONTEXT_CHANNELS_V1
     return context_channels(crops, context if context is not None else ScanContext(), channels)
 
 

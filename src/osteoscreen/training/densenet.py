@@ -15,7 +15,7 @@ from monai.losses import FocalLoss
 
 from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..networks import CalibratedDenseNet
-from ..transforms import CONTEXT_CHANNELS_V1, CONTEXT_CHANNELS_V2, CropSpec, context_channels
+from ..transforms import CONTEXT_CHANNELS_V2, CropSpec, context_channels, context_channels_of
 from .common import TrainState, export_bundle, load_init_weights, model_device, seed_everything, train_loop
 from .data import (
     VertebraSample,
@@ -94,13 +94,7 @@ def bundle_context_channels(bundle: Path) -> list[str]:
     path = Path(bundle) / "configs" / "inference.json"
     if not path.is_file():
         return list(CONTEXT_CHANNELS)
-    inference = json.loads(path.read_text())
-    spec = inference.get("context")
-    if not spec:
-        return []
-    if not isinstance(spec, dict):
-        return list(CONTEXT_CHANNELS_V1)
-    return list(spec.get("channels", CONTEXT_CHANNELS_V1))
+    return context_channels_of(json.loads(path.read_text()))
 
 
 def _batches(

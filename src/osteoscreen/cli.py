@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--iterations", type=int, default=None)
     t.add_argument("--stage", choices=("coarse", "fine", "both"), default="both", help="segmenter stage(s)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="DenseNets: seed of the validation split (default: --seed); ensemble members share one",
+    )
     t.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")
     t.add_argument(
         "--time-limit", type=float, default=None, help="stop after this many seconds (best checkpoint kept)"
@@ -135,6 +141,25 @@ def _parser() -> argparse.ArgumentParser:
         "--no-reports",
         action="store_true",
         help="write no per-case key image, DICOM SEG or SR (faster; the metrics are the same)",
+    )
+
+    n = sub.add_parser(
+        "ensemble",
+        help="combine DenseNet bundles trained from other seeds into one bundle (their mean)",
+    )
+    n.add_argument("--members", required=True, type=Path, nargs="+", help="bundle folders, two or more")
+    n.add_argument("--out", required=True, type=Path, help="the ensemble's bundle folder (replaced)")
+    n.add_argument(
+        "--cohort",
+        type=Path,
+        default=None,
+        help="training cohort: measure members and ensemble on its validation split",
+    )
+    n.add_argument(
+        "--split-seed", type=int, default=0, help="the members' validation split (their --split-seed)"
+    )
+    n.add_argument(
+        "--cache", type=Path, default=None, help="vertebra crop cache (default: beside the first member)"
     )
 
     f = sub.add_parser(
@@ -312,12 +337,36 @@ def _train(a: argparse.Namespace) -> int:
             a.out,
             iterations=a.iterations or 800,
             seed=a.seed,
+            split_seed=a.split_seed,
             resume=not a.no_resume,
             time_limit_s=a.time_limit,
             max_cases=a.max_cases,
             init_from=a.init_from,
         )
         print(f"densenet_{a.model}: best iteration {st.best_iteration}: {st.best_metrics}")
+    return EXIT_OK
+
+
+def _cmd_ensemble(a: argparse.Namespace) -> int:
+    from .training.ensemble import build_ensemble
+
+    for m in a.members:
+        if not (m / "models" / "model.ts").is_file():
+            sys.stderr.write(f"osteoscreen: error: not a bundle (no models/model.ts): {m}\n")
+            return EXIT_ARGS
+    if a.cohort is not None and not a.cohort.is_file():
+        sys.stderr.write(f"osteoscreen: error: cohort file does not exist: {a.cohort}\n")
+        return EXIT_ARGS
+    try:
+        val = build_ensemble(a.members, a.out, cohort=a.cohort, cache=a.cache, split_seed=a.split_seed)
+    except ValueError as exc:
+        sys.stderr.write(f"osteoscreen: error: {exc}\n")
+        return EXIT_ARGS
+    for i, m in enumerate(val.get("members", [])):
+        print(f"member {i} ({a.members[i]}): validation {m}")
+    if val:
+        print(f"ensemble: validation {val['ensemble']} on {val['n_val_vertebrae']} vertebrae")
+    print(f"ensemble of {len(a.members)}: {a.out}")
     return EXIT_OK
 
 
@@ -426,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": _cmd_evaluate,
         "robustness": _cmd_robustness,
         "floor": _cmd_floor,
+        "ensemble": _cmd_ensemble,
     }
     try:
         return handlers[args.command](args)

@@ -558,7 +558,9 @@ def retrain_bmd_models(
     Each case needs a label map naming its vertebrae (the annotator's, or the segmenter's) and
     reference values for some of them.
     """
+    from .training.common import ensemble_size
     from .training.densenet import train_densenet
+    from .training.ensemble import build_ensemble
 
     cases = [c for c in cases if c.bmd]
     if not cases:
@@ -598,17 +600,31 @@ def retrain_bmd_models(
         cohort = _write_cohort(work / "cohort.csv", rows)
         trained = {}
         for task in tasks:
-            train_densenet(
-                task,
-                cohort,
-                work / "train",
-                iterations=iterations,
-                seed=seed,
-                resume=False,
-                progress=progress,
-                init_from=base,
-            )
-            trained[f"densenet_{task}"] = work / "train" / f"densenet_{task}"
+            name = f"densenet_{task}"
+            # An ensemble (the shipped regressor) stays one: each member is fine-tuned from
+            # itself, on one validation split, and the new version holds their mean.
+            members = []
+            for k in range(ensemble_size(Path(base) / name)):
+                train_densenet(
+                    task,
+                    cohort,
+                    work / f"train{k}",
+                    iterations=iterations,
+                    seed=seed + k,
+                    split_seed=seed,
+                    resume=False,
+                    progress=progress,
+                    init_from=base,
+                    init_member=k,
+                )
+                members.append(work / f"train{k}" / name)
+            if len(members) > 1:
+                build_ensemble(
+                    members, work / "ensemble" / name, cohort=cohort, cache=work / "train0" / "cache"
+                )
+                trained[name] = work / "ensemble" / name
+            else:
+                trained[name] = members[0]
         return new_model_version(
             base,
             store,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .densenet import CalibratedDenseNet, make_calibrated_densenet, make_densenet
+from .densenet import CalibratedDenseNet, MeanEnsemble, make_calibrated_densenet, make_densenet
 from .vbnet import VBNet
 
-__all__ = ["CalibratedDenseNet", "VBNet", "make_calibrated_densenet", "make_densenet"]
+__all__ = ["CalibratedDenseNet", "MeanEnsemble", "VBNet", "make_calibrated_densenet", "make_densenet"]

@@ -14,7 +14,7 @@ import torch
 from monai.networks.nets import DenseNet
 from torch import nn
 
-__all__ = ["CalibratedDenseNet", "make_calibrated_densenet", "make_densenet"]
+__all__ = ["CalibratedDenseNet", "MeanEnsemble", "make_calibrated_densenet", "make_densenet"]
 
 
 def make_densenet(
@@ -155,3 +155,24 @@ class CalibratedDenseNet(nn.Module):
 def make_calibrated_densenet(task: str, **kwargs: object) -> nn.Module:
     """``CalibratedDenseNet`` from a bundle's ``network_def``."""
     return CalibratedDenseNet(task, **kwargs)  # type: ignore[arg-type]
+
+
+class MeanEnsemble(nn.Module):
+    """The mean output of networks trained alike from other seeds (one TorchScript model).
+
+    The members see the same input and must give outputs of one shape: for the regressor the
+    ensemble's BMD is the members' mean BMD. Seeds differ in their initial weights and in the
+    order and augmentation of their batches, so their errors are partly independent and the
+    mean scatters less than any one of them. Saved as one ``model.ts``, it loads and runs
+    wherever a single network does (the app, the MAP, MONAI Label).
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 1:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [m(x) for m in self.members]
+        return torch.stack(outs, dim=0).mean(dim=0)

@@ -29,6 +29,7 @@ from .. import __version__
 __all__ = [
     "TrainState",
     "code_version",
+    "ensemble_size",
     "export_bundle",
     "load_init_weights",
     "model_device",
@@ -247,17 +248,45 @@ def export_bundle(
     return out
 
 
-def load_init_weights(model: nn.Module, bundle: Path) -> dict[str, str]:
-    """Start ``model`` from a bundle's weights (same architecture); returns its provenance."""
+def ensemble_size(bundle: Path) -> int:
+    """How many networks a bundle's model holds (``networks.MeanEnsemble``; 1 for one network)."""
+    path = Path(bundle) / "configs" / "inference.json"
+    try:
+        net = json.loads(path.read_text()).get("network_def", {})
+    except (OSError, json.JSONDecodeError):
+        return 1
+    return int(net.get("ensemble", {}).get("members", 1)) if isinstance(net, dict) else 1
+
+
+def load_init_weights(model: nn.Module, bundle: Path, member: int = 0) -> dict[str, str]:
+    """Start ``model`` from a bundle's weights (same architecture); returns its provenance.
+
+    From an ensemble bundle, ``member`` chooses the network to start from."""
     ts = bundle / "models" / "model.ts"
     if not ts.is_file():
         raise ValueError(f"init-from: no model at {ts}")
+    state = torch.jit.load(str(ts), map_location="cpu").state_dict()
+    chosen = ""
+    if any(k.startswith("members.") for k in state) and not any(
+        k.startswith("members.") for k in model.state_dict()
+    ):
+        # An ensemble bundle (networks.MeanEnsemble): start from one of its members.
+        n = len({k.split(".")[1] for k in state if k.startswith("members.")})
+        if not 0 <= member < n:
+            raise ValueError(f"init-from {bundle}: an ensemble of {n} networks has no member {member}")
+        prefix = f"members.{member}."
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        chosen = f"{member} of {n}"
+        log.info("fine-tuning member %s of the ensemble %s", chosen, bundle)
     try:
-        model.load_state_dict(torch.jit.load(str(ts), map_location="cpu").state_dict())
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(
             f"init-from {bundle}: not the same architecture ({str(exc).splitlines()[0]})"
         ) from exc
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     log.info("fine-tuning from %s (version %s)", bundle, meta.get("version"))
-    return {"initialised_from": str(bundle), "initialised_from_version": str(meta.get("version"))}
+    info = {"initialised_from": str(bundle), "initialised_from_version": str(meta.get("version"))}
+    if chosen:
+        info["initialised_from_member"] = chosen
+    return info

@@ -177,6 +177,7 @@ def train_densenet(
     iterations: int = 800,
     batch: int = 16,
     seed: int = 0,
+    split_seed: int | None = None,
     val_fraction: float = 0.15,
     spec: CropSpec = DEFAULT_CROP,
     resume: bool = True,
@@ -184,12 +185,16 @@ def train_densenet(
     time_limit_s: float | None = None,
     max_cases: int | None = None,
     init_from: Path | None = None,
+    init_member: int = 0,
 ) -> TrainState:
     """Train ``task`` ("classifier" or "regressor") and export ``out/densenet_<task>``.
 
     ``init_from`` (a models folder) fine-tunes: training starts from that folder's bundle of the
     same name (a run that already has checkpoints resumes from them instead), with the context
-    channels that bundle was trained with.
+    channels that bundle was trained with (from an ensemble bundle: its member ``init_member``).
+    ``split_seed`` (default: ``seed``) draws the
+    validation split, so that the members of an ensemble (``seed`` 0, 1, ...) can share one
+    split and be compared, and combined, on cases none of them trained on.
     """
     if task not in ("classifier", "regressor"):
         raise ValueError(f"task must be 'classifier' or 'regressor', got {task!r}")
@@ -197,7 +202,7 @@ def train_densenet(
     if max_cases:
         rows = rows[:max_cases]
     rng = seed_everything(seed)
-    train_rows, val_rows = split_cases(rows, val_fraction, seed)
+    train_rows, val_rows = split_cases(rows, val_fraction, seed if split_seed is None else split_seed)
     cache = Path(out) / "cache"
     prep = functools.partial(prepare_vertebra_samples, spec=spec, cache=cache)
     per_case = prepare_all(prep, rows, "prepare vertebra crops", progress)
@@ -229,7 +234,7 @@ def train_densenet(
     sdir = Path(out) / name
     init_info: dict[str, str] = {}
     if init_from is not None and not (sdir / "checkpoints" / "last.pt").exists():
-        init_info = load_init_weights(model, Path(init_from) / name)
+        init_info = load_init_weights(model, Path(init_from) / name, member=init_member)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=iterations, pct_start=0.1)
     if task == "classifier":
@@ -299,5 +304,6 @@ def train_densenet(
             **init_info,
         },
         example_input=torch.zeros(2, in_channels, *spec.crop_size),
+        extra={"training_seed": seed, "split_seed": seed if split_seed is None else split_seed},
     )
     return state

@@ -18,6 +18,7 @@ from ..evaluation.run import HuRule, fit_hu_rule
 from ..synth.cohort import GENERATOR_VERSION, write_cohort
 from .data import prepare_vertebra_samples, read_cohort
 from .densenet import DEFAULT_CROP, train_densenet
+from .ensemble import build_ensemble
 from .segmenter import train_segmenter
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seg-iterations", type=int, nargs=2, default=(800, 3000), metavar=("COARSE", "FINE"))
     p.add_argument("--reg-iterations", type=int, default=1500)
     p.add_argument("--cls-iterations", type=int, default=600)
+    p.add_argument(
+        "--reg-members",
+        type=int,
+        default=2,
+        help="regressor networks trained from seeds 0, 1, ... on one validation split; the shipped "
+        "regressor is their mean (1: a single network)",
+    )
     p.add_argument("--fresh", action="store_true", help="drop checkpoints first (caches kept)")
     p.add_argument(
         "--stages",
@@ -128,13 +136,34 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.warning("no VerSe cases in %s: the 'real' fine-tuning stage is skipped", a.verse)
     if "densenet" in a.stages:
-        for task, its in (("regressor", a.reg_iterations), ("classifier", a.cls_iterations)):
-            t = time.perf_counter()
-            train_densenet(task, cohort, runs, iterations=its, seed=0)
-            timings[f"densenet_{task}_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        train_densenet("regressor", cohort, runs, iterations=a.reg_iterations, seed=0)
+        if a.reg_members > 1:
+            # Members 1, 2, ... train in folders of their own on the validation split of seed 0,
+            # reading the crops that member 0 prepared (they do not depend on the seed).
+            members = [runs / "densenet_regressor"]
+            for seed in range(1, a.reg_members):
+                member_runs = a.work / f"runs_seed{seed}"
+                if a.fresh or fresh_cohort:
+                    shutil.rmtree(member_runs / "densenet_regressor", ignore_errors=True)
+                member_runs.mkdir(parents=True, exist_ok=True)
+                if not (member_runs / "cache").exists():
+                    (member_runs / "cache").symlink_to((runs / "cache").resolve(), target_is_directory=True)
+                train_densenet(
+                    "regressor", cohort, member_runs, iterations=a.reg_iterations, seed=seed, split_seed=0
+                )
+                members.append(member_runs / "densenet_regressor")
+            build_ensemble(members, runs / "densenet_regressor_ensemble", cohort=cohort, cache=runs / "cache")
+        timings["densenet_regressor_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        train_densenet("classifier", cohort, runs, iterations=a.cls_iterations, seed=0)
+        timings["densenet_classifier_s"] = round(time.perf_counter() - t, 1)
     a.models.mkdir(parents=True, exist_ok=True)
     for name in trained:
-        _install(runs / name, a.models / name)
+        src = runs / name
+        if name == "densenet_regressor" and a.reg_members > 1:
+            src = runs / "densenet_regressor_ensemble"
+        _install(src, a.models / name)
     rule = fit_hu_rule_on_cohort(cohort, runs / "cache")
     (a.models / "hu_rule.json").write_text(
         json.dumps(

@@ -255,6 +255,24 @@ def test_aggregate_dice_by_level_name() -> None:
     assert agg["all"]["n"] == 3
 
 
+def test_dice_summary_tells_a_misnamed_body_from_a_bad_outline() -> None:
+    from osteoscreen.evaluation.run import dice_summary, segmentation_markdown
+
+    # Case a: L1 well outlined but named L2 (0 by level, 0.9 by overlap); case b: both right.
+    records = [
+        {"dice": {"20": 0.0, "21": 0.0}, "dice_matched": {"L1": 0.9, "L2": 0.8}},
+        {"dice": {"20": 0.92, "21": 0.94}, "dice_matched": {"L1": 0.92, "L2": 0.94}},
+        {"case_id": "no labels"},
+    ]
+    seg = dice_summary(records)
+    assert seg["dice_per_level"]["L1"] == pytest.approx(0.46)
+    assert seg["dice_matched_per_level"]["L1"] == pytest.approx(0.91)
+    assert seg["dice_matched_detail"]["L2"]["n"] == 2
+    md = "\n".join(segmentation_markdown(seg))
+    assert "| L1 | 0.460 | 0.910 | 0.910 |" in md
+    assert dice_summary([{"case_id": "no labels"}]) == {}
+
+
 def test_to_jsonable_converts_numpy_and_nan() -> None:
     obj = {np.int64(3): np.float32(0.5), "a": np.array([1, 2]), "b": (np.nan, np.bool_(True))}
     out = to_jsonable(obj)

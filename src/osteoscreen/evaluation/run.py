@@ -297,7 +297,6 @@ def evaluate_cohort(
         if any("reference" in r for r in records)
         else None
     )
-    dices = [{int(k): v for k, v in r["dice"].items()} for r in records if "dice" in r]
     failed = [
         {"case_id": r["case_id"], "reason": r["own"].get("reason")}
         for r in records
@@ -311,16 +310,9 @@ def evaluate_cohort(
         "case_reports_written": reports,
         "not_screened": failed,
         **own,
-        "segmentation": {},
+        "segmentation": dice_summary(records),
         "baselines": {},
     }
-    if dices:
-        agg = aggregate_dice(dices)
-        metrics["segmentation"] = {
-            "dice_mean": agg.get("all", {}).get("mean"),
-            "dice_per_level": {k: v.get("mean") for k, v in agg.items() if k != "all"},
-            "dice_detail": agg,
-        }
     lv = [r["levels"] for r in records if "levels" in r]
     if lv:
         tot = {k: int(sum(d[k] for d in lv)) for k in lv[0]}
@@ -422,6 +414,35 @@ def evaluate_cohort(
     return metrics
 
 
+def dice_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Dice per level over the evaluated cases, by level and by overlap.
+
+    By level (``dice_per_level``): our body of a level against the reference body of that
+    level, so a body named one level off scores 0 at both levels. By overlap
+    (``dice_matched_per_level``): each reference body against the body of ours that overlaps
+    it most, whatever its name, i.e. the outline alone. Empty where no case had reference labels.
+    """
+    from ..labels import name_to_id
+
+    dices = [{int(k): v for k, v in r["dice"].items()} for r in records if "dice" in r]
+    if not dices:
+        return {}
+    agg = aggregate_dice(dices)
+    out: dict[str, Any] = {
+        "dice_mean": agg.get("all", {}).get("mean"),
+        "dice_per_level": {k: v.get("mean") for k, v in agg.items() if k != "all"},
+        "dice_detail": agg,
+    }
+    matched = [
+        {name_to_id(n): v for n, v in r["dice_matched"].items()} for r in records if r.get("dice_matched")
+    ]
+    if matched:
+        agg_m = aggregate_dice(matched)
+        out["dice_matched_per_level"] = {k: v.get("mean") for k, v in agg_m.items() if k != "all"}
+        out["dice_matched_detail"] = agg_m
+    return out
+
+
 def _level_order(name: str) -> int:
     from ..labels import name_to_id
 
@@ -441,8 +462,24 @@ def segmentation_markdown(seg: dict[str, Any]) -> list[str]:
     """The segmentation part of tables.md: Dice, levels, HU error, and per case where few."""
     md: list[str] = []
     if seg.get("dice_per_level"):
-        md += ["", "## Segmentation Dice per level", "| level | mean Dice |", "|---|---|"]
-        md += [f"| {k} | {v:.3f} |" for k, v in seg["dice_per_level"].items() if v is not None]
+        by_overlap = seg.get("dice_matched_detail") or {}
+        md += [
+            "",
+            "## Segmentation Dice per level",
+            "By level: our body of that level against the reference body of that level (a body "
+            "named one level off scores 0). By overlap: each reference body against our body "
+            "that overlaps it most, whatever its name (the outline alone).",
+            "",
+            "| level | mean Dice by level | mean Dice by overlap | median by overlap |",
+            "|---|---|---|---|",
+        ]
+        for k, v in seg["dice_per_level"].items():
+            if v is None:
+                continue
+            o = by_overlap.get(k, {})
+            mo = "-" if o.get("mean") is None else f"{o['mean']:.3f}"
+            me = "-" if o.get("median") is None else f"{o['median']:.3f}"
+            md.append(f"| {k} | {v:.3f} | {mo} | {me} |")
     if seg.get("levels"):
         lv = seg["levels"]
         md += [

@@ -108,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--max-cases", type=int, default=None)
     t.add_argument(
+        "--init-member",
+        type=int,
+        default=0,
+        help="DenseNets: with --init-from an ensemble bundle, the member to start from",
+    )
+    t.add_argument(
         "--init-from",
         type=Path,
         default=None,
@@ -342,6 +348,7 @@ def _train(a: argparse.Namespace) -> int:
             time_limit_s=a.time_limit,
             max_cases=a.max_cases,
             init_from=a.init_from,
+            init_member=a.init_member,
         )
         print(f"densenet_{a.model}: best iteration {st.best_iteration}: {st.best_metrics}")
     return EXIT_OK

@@ -20,6 +20,7 @@ from osteoscreen.labeling import (
     vertebra_label_names,
 )
 from osteoscreen.models import default_models_dir, load_models
+from osteoscreen.training.common import ensemble_size
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +109,11 @@ def test_retrain_bmd_models_makes_a_usable_version(tmp_path: Path) -> None:
     info = json.loads((version / "MODEL_VERSION.json").read_text())
     assert info["reference_studies"] == ["hospital1"] and info["replay_cases"] == 2
     meta = json.loads((version / "densenet_regressor" / "configs" / "metadata.json").read_text())
-    assert meta["trained"]["iterations"] == 2 and meta["trained"]["cohort"]["initialised_from"]
+    # An ensemble regressor (the shipped one) stays an ensemble: every member fine-tuned.
+    n = ensemble_size(default_models_dir() / "densenet_regressor")
+    assert meta["trained"]["iterations"] == (2 if n == 1 else [2] * n)
+    assert meta["trained"]["cohort"]["initialised_from"]
+    assert ensemble_size(version / "densenet_regressor") == n
     # The VB-Nets are the parent's, unchanged.
     parent = default_models_dir() / "vbnet_fine" / "models" / "model.ts"
     assert (version / "vbnet_fine" / "models" / "model.ts").read_bytes() == parent.read_bytes()

@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from osteoscreen.errors import InputError
 from osteoscreen.labeling import (
@@ -109,7 +110,7 @@ def test_retrain_bmd_models_makes_a_usable_version(tmp_path: Path) -> None:
     info = json.loads((version / "MODEL_VERSION.json").read_text())
     assert info["reference_studies"] == ["hospital1"] and info["replay_cases"] == 2
     meta = json.loads((version / "densenet_regressor" / "configs" / "metadata.json").read_text())
-    # An ensemble regressor (the shipped one) stays an ensemble: every member fine-tuned.
+    # The shipped regressor's kind (one network or an ensemble) is kept.
     n = ensemble_size(default_models_dir() / "densenet_regressor")
     assert meta["trained"]["iterations"] == (2 if n == 1 else [2] * n)
     assert meta["trained"]["cohort"]["initialised_from"]
@@ -118,3 +119,36 @@ def test_retrain_bmd_models_makes_a_usable_version(tmp_path: Path) -> None:
     parent = default_models_dir() / "vbnet_fine" / "models" / "model.ts"
     assert (version / "vbnet_fine" / "models" / "model.ts").read_bytes() == parent.read_bytes()
     load_models(version)
+
+
+def test_retrain_keeps_an_ensemble_regressor_an_ensemble(tmp_path: Path) -> None:
+    import shutil
+
+    from osteoscreen.synth.example import write_example
+    from osteoscreen.training.ensemble import build_ensemble
+
+    # A models folder whose regressor is the mean of two networks (here two copies of the
+    # shipped one): each member is fine-tuned from itself and the new version keeps the mean.
+    base = tmp_path / "models"
+    shutil.copytree(default_models_dir(), base)
+    shipped = default_models_dir() / "densenet_regressor"
+    if ensemble_size(shipped) == 1:
+        build_ensemble([shipped, shipped], base / "densenet_regressor")
+    study = tmp_path / "study"
+    write_example(study, seed=2024, spacing=(1.0, 3.0), nifti=True)
+    truth = json.loads((study / "truth.json").read_text())
+    cases = [
+        LabelledCase(f"hospital{k}", study / "ct.nii.gz", study / "bodies.nii.gz", truth["bmd_mg_cm3"], 120.0)
+        for k in (1, 2)
+    ]
+    version = retrain_bmd_models(
+        cases, base, tmp_path / "store", iterations=2, tasks=("regressor",), progress=False
+    )
+    meta = json.loads((version / "densenet_regressor" / "configs" / "metadata.json").read_text())
+    assert ensemble_size(version / "densenet_regressor") == 2
+    assert meta["trained"]["iterations"] == [2, 2]
+    assert len(meta["trained"]["validation"]["members"]) == 2
+    reg = load_models(version).regressor
+    x = torch.zeros(1, 1 + len(reg.context_channels), *[int(v) for v in reg.inference["crop_size"]])
+    with torch.inference_mode():
+        assert torch.isfinite(reg.network(x)).all()

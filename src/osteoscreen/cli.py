@@ -117,7 +117,16 @@ def _parser() -> argparse.ArgumentParser:
         "--init-from",
         type=Path,
         default=None,
-        help="segmenter: fine-tune from this models folder's VB-Net bundles instead of random weights",
+        help="fine-tune from this models folder's bundle of the same name instead of random weights",
+    )
+    t.add_argument(
+        "--core",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("X", "Y", "Z"),
+        help="DenseNets: half-widths (crop voxels) of the trabecular core the calibrated head reads "
+        "(default: 5 5 3, or the --init-from bundle's)",
     )
 
     v = sub.add_parser(
@@ -310,6 +319,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if not a.cohort.is_file():
         sys.stderr.write(f"osteoscreen: error: cohort file does not exist: {a.cohort}\n")
         return EXIT_ARGS
+    if a.model == "segmenter" and a.core is not None:
+        sys.stderr.write("osteoscreen: error: --core applies to the DenseNets (classifier, regressor)\n")
+        return EXIT_ARGS
     try:
         return _train(a)
     except ValueError as exc:
@@ -349,6 +361,7 @@ def _train(a: argparse.Namespace) -> int:
             max_cases=a.max_cases,
             init_from=a.init_from,
             init_member=a.init_member,
+            core=a.core,
         )
         print(f"densenet_{a.model}: best iteration {st.best_iteration}: {st.best_metrics}")
     return EXIT_OK

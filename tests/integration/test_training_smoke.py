@@ -48,6 +48,30 @@ def test_train_all_models_and_load_them(tiny_cohort: Path, tmp_path: Path) -> No
     assert st.iteration == 4 and [h["iteration"] for h in st.history] == [2, 4]
 
 
+def test_core_is_kept_on_fine_tuning_unless_given(tiny_cohort: Path, tmp_path: Path) -> None:
+    def core(folder: Path) -> list[int]:
+        inference = json.loads((folder / "densenet_regressor" / "configs" / "inference.json").read_text())
+        return inference["network_def"]["core"]
+
+    base = tmp_path / "base"
+    train_densenet("regressor", tiny_cohort, base, iterations=1, batch=2, progress=False, core=(2, 2, 1))
+    assert core(base) == [2, 2, 1]
+    # A fine-tune reads the bone where its starting network did ...
+    kept = tmp_path / "kept"
+    train_densenet("regressor", tiny_cohort, kept, iterations=1, batch=2, progress=False, init_from=base)
+    assert core(kept) == [2, 2, 1]
+    # ... unless told to read a wider core (the weights do not depend on it).
+    wide = tmp_path / "wide"
+    train_densenet(
+        "regressor", tiny_cohort, wide, iterations=1, batch=2, progress=False, init_from=base, core=(4, 4, 2)
+    )
+    assert core(wide) == [4, 4, 2]
+    with pytest.raises(ValueError, match="does not fit the crop"):
+        train_densenet(
+            "regressor", tiny_cohort, tmp_path / "big", iterations=1, progress=False, core=(5, 5, 20)
+        )
+
+
 def test_evaluate_writes_the_study_outputs(tiny_cohort: Path, tmp_path: Path) -> None:
     from osteoscreen.evaluation.run import evaluate_cohort
     from osteoscreen.training.make_models import fit_hu_rule_on_cohort

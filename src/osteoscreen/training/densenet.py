@@ -52,7 +52,7 @@ CONTEXT_CHANNELS = list(CONTEXT_CHANNELS_V2)
 #: 11 x 11 x 7 voxels, 16.5 x 16.5 x 10.5 mm at 1.5 mm, inside the trabecular bone of T12-L4.
 #: The first bundles read 7 x 7 x 5 (3, 3, 2); on 200 synthetic test patients (seed 1003,
 #: reference bodies) the session-9 regressor given the wider core at inference had patient
-#: MAE 4.60 against 4.89 mg/cm3, less noise in the median; (7, 7, 4) reached the cortex (5.59).
+#: MAE 4.60 against 4.89 mg/cm3; (7, 7, 4) was worse (5.59, bias +3.9 against +1.2).
 CORE_HALF_WIDTH = (5, 5, 3)
 DENSENET_ARGS: dict[str, Any] = {
     "init_features": 16,
@@ -90,24 +90,25 @@ def cohort_info(cohort: Path, n_rows: int) -> dict[str, Any]:
     return info
 
 
+def _bundle_inference(bundle: Path) -> dict[str, Any] | None:
+    """A bundle's ``configs/inference.json``, None for a folder without one."""
+    path = Path(bundle) / "configs" / "inference.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def bundle_context_channels(bundle: Path) -> list[str]:
     """The context channels a bundle was trained with (fine-tuning must keep them).
 
     A folder without a bundle gets today's channels (``load_init_weights`` then says what is
     missing)."""
-    path = Path(bundle) / "configs" / "inference.json"
-    if not path.is_file():
-        return list(CONTEXT_CHANNELS)
-    return context_channels_of(json.loads(path.read_text()))
+    inference = _bundle_inference(bundle)
+    return list(CONTEXT_CHANNELS) if inference is None else context_channels_of(inference)
 
 
 def bundle_core(bundle: Path) -> tuple[int, int, int]:
     """The core half-widths a bundle's calibrated DenseNet reads (fine-tuning keeps them unless
     told otherwise); today's ``CORE_HALF_WIDTH`` for a folder without one."""
-    path = Path(bundle) / "configs" / "inference.json"
-    if not path.is_file():
-        return CORE_HALF_WIDTH
-    net = json.loads(path.read_text()).get("network_def", {})
+    net = (_bundle_inference(bundle) or {}).get("network_def")
     core = net.get("core") if isinstance(net, dict) else None
     if not core or len(core) != 3:
         return CORE_HALF_WIDTH

@@ -7,7 +7,9 @@ Exit codes of ``run``: 0 screened, 3 not screenable (summary.json says why), 2 b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -425,7 +427,13 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 def _cmd_floor(a: argparse.Namespace) -> int:
     import csv
 
-    from .evaluation.floor import HIDDEN_TERMS, calibration_floor, profile_floor
+    from .evaluation.floor import (
+        HIDDEN_TERMS,
+        REFERENCE_TRUST_SD,
+        REFERENCES,
+        calibration_floor,
+        profile_floor,
+    )
 
     if a.n < 1:
         sys.stderr.write("osteoscreen: error: --n must be at least 1\n")
@@ -441,21 +449,30 @@ def _cmd_floor(a: argparse.Namespace) -> int:
             return EXIT_ARGS
         with open(a.cohort, newline="") as fh:
             rows = list(csv.DictReader(fh))
-    variants: list[tuple[str, tuple[str, ...]]] = [("reference scanner assumed", ())]
-    variants += [(f"knows {t}", (t,)) for t in HIDDEN_TERMS]
-    variants.append(("knows gain, offset, energy_shift", ("gain", "offset", "energy_shift")))
-    variants.append(("knows all", HIDDEN_TERMS))
+    # (label, terms the reader knows, internal references it calibrates with)
+    variants: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [("reference scanner assumed", (), ())]
+    variants += [(f"knows {t}", (t,), ()) for t in HIDDEN_TERMS]
+    variants.append(("knows gain, offset, energy_shift", ("gain", "offset", "energy_shift"), ()))
+    variants.append(("knows all", HIDDEN_TERMS, ()))
+    variants += [(f"{r} reference", (), (r,)) for r in REFERENCES]
+    variants.append(("fat and muscle references", (), REFERENCES))
     print(f"calibration floor of {a.cohort or a.profile} (mg/cm3, patient level)")
-    print(f"{'reader':36s} {'MAE':>6s} {'RMSE':>6s} {'bias':>6s} {'n':>5s}")
-    for label, known in variants:
+    print(f"{'reader':36s} {'MAE':>6s} {'RMSE':>6s} {'bias':>6s} {'relative (%)':>14s} {'n':>5s}")
+    for label, known, refs in variants:
         if a.cohort is not None:
-            m = calibration_floor(rows, a.cohort.parent / "synth_params.json", known)
+            m = calibration_floor(rows, a.cohort.parent / "synth_params.json", known, refs)
             if m is None:
                 sys.stderr.write(f"osteoscreen: error: no case of {a.cohort} has a patient BMD\n")
                 return EXIT_ARGS
         else:
-            m = profile_floor(a.profile, a.n, known=known)
-        print(f"{label:36s} {m['mae']:6.2f} {m['rmse']:6.2f} {m['bias']:+6.2f} {m['n']:5d}")
+            m = profile_floor(a.profile, a.n, known=known, references=refs)
+        rel = f"{m['relative_bias_pct']:+.1f} +/- {m['relative_sd_pct']:.1f}"
+        print(f"{label:36s} {m['mae']:6.2f} {m['rmse']:6.2f} {m['bias']:+6.2f} {rel:>14s} {m['n']:5d}")
+    print(
+        "references: the reader estimates the HU gain and offset from the fat and muscle it "
+        f"measures, trusting them to {REFERENCE_TRUST_SD['fat']:g} and {REFERENCE_TRUST_SD['muscle']:g} HU "
+        "as the networks are trained to"
+    )
     return EXIT_OK
 
 
@@ -502,6 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("osteoscreen: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (``| head``): stop quietly, as other tools do.
+        # Where stdout is no real file descriptor (captured output) nothing is left to flush.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # the one place that turns a bug into a one-line message
         if args.verbose:
             raise

@@ -93,6 +93,8 @@ def test_evaluate_writes_the_study_outputs(tiny_cohort: Path, tmp_path: Path) ->
     # A generated cohort also gets the calibration floor (its specs are in synth_params.json).
     floor = saved["baselines"]["calibration_floor"]
     assert floor["n"] == 3 and floor["mae"] >= 0.0
+    floor_refs = saved["baselines"]["calibration_floor_references"]
+    assert floor_refs["n"] == 3 and floor_refs["references"] == ["fat", "muscle"]
     # Re-scoring on the first run's own segmentations gives the same results without the
     # segmenter, and without per-case reports it writes only what the metrics need.
     again = evaluate_cohort(

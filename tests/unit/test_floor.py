@@ -6,18 +6,22 @@ import csv
 import json
 from dataclasses import asdict, replace
 
+import numpy as np
 import pytest
 
 from osteoscreen.cli import main
 from osteoscreen.evaluation.floor import (
     HIDDEN_TERMS,
+    REFERENCE_TRUST_SD,
+    SCALE_PRIOR_SD,
     calibration_floor,
     floor_error,
     profile_floor,
     read_specs,
 )
 from osteoscreen.synth.cohort import REFERENCE_CALIB_SLOPE, sample_case
-from osteoscreen.synth.physics import bone_hu
+from osteoscreen.synth.physics import MUSCLE_SD, bone_hu
+from osteoscreen.training import densenet as training
 
 
 @pytest.mark.parametrize("profile", ["train", "independent"])
@@ -60,6 +64,41 @@ def test_independent_profile_is_harder_and_knowing_terms_helps() -> None:
         profile_floor("test", 0)
 
 
+def test_references_calibrate_the_scale_they_share_with_bone() -> None:
+    spec = sample_case("c", 11, "train")
+    exact = replace(
+        spec.scan, calib_slope=REFERENCE_CALIB_SLOPE, energy_shift=0.0, beam_hardening=0.03, gain=1.0
+    )
+    # A pure HU offset: the reader without references reads it all as mineral; with the
+    # muscle reference it recovers most of it (muscle's own deviation is drawn per case).
+    spec = replace(spec, scan=replace(exact, offset=15.0))
+    blind = floor_error(spec, 100.0)
+    errs = [
+        floor_error(spec, 100.0, references=("muscle",), rng=np.random.default_rng(k)) for k in range(400)
+    ]
+    assert abs(float(np.mean(errs))) < 0.5 * abs(blind)
+    # The same case always draws the same patient references; a known term stays known.
+    assert floor_error(spec, 100.0, references=("fat", "muscle")) == floor_error(
+        spec, 100.0, references=("fat", "muscle")
+    )
+    both = floor_error(spec, 100.0, known=("gain", "offset"), references=("muscle",))
+    assert both == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="unknown reference"):
+        floor_error(spec, 100.0, references=("air",))
+
+
+def test_reference_reader_trusts_what_the_networks_are_trained_with() -> None:
+    assert SCALE_PRIOR_SD == (training.SCALE_ERROR_GAIN_SD, training.SCALE_ERROR_OFFSET_SD)
+    trained = float(np.hypot(MUSCLE_SD, training.MUSCLE_JITTER_SD))
+    assert REFERENCE_TRUST_SD["muscle"] == pytest.approx(trained, abs=0.05)
+
+
+def test_muscle_reference_lowers_the_independent_floor() -> None:
+    blind = profile_floor("independent", 400)
+    muscle = profile_floor("independent", 400, references=("muscle",))
+    assert muscle["mae"] < blind["mae"] - 1.0
+
+
 def _fake_cohort(tmp_path, n=5):
     specs = [sample_case(f"independent-9-{i:04d}", 77 + i, "independent") for i in range(n)]
     (tmp_path / "synth_params.json").write_text(json.dumps({"specs": [asdict(s) for s in specs]}))
@@ -82,6 +121,8 @@ def test_cohort_floor_uses_the_saved_specs(tmp_path) -> None:
     expected = [abs(floor_error(s, float(f"{s.patient_bmd_target:.1f}"))) for s in specs]
     assert m["mae"] == pytest.approx(sum(expected) / len(expected))
     assert calibration_floor(rows, tmp_path / "absent.json") is None
+    with_refs = calibration_floor(rows, tmp_path / "synth_params.json", references=("fat", "muscle"))
+    assert with_refs is not None and with_refs["references"] == ["fat", "muscle"]
 
 
 def test_floor_command(tmp_path, capsys) -> None:
@@ -89,8 +130,22 @@ def test_floor_command(tmp_path, capsys) -> None:
     assert main(["floor", "--cohort", str(tmp_path / "cohort.csv")]) == 0
     out = capsys.readouterr().out
     assert "reference scanner assumed" in out and "knows all" in out
+    assert "fat and muscle references" in out
     assert main(["floor", "--profile", "test", "--n", "10"]) == 0
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "cohort.csv").write_text("case_id,image\n")
     assert main(["floor", "--cohort", str(tmp_path / "other" / "cohort.csv")]) == 2
     assert "not a cohort written by" in capsys.readouterr().err
+
+
+def test_floor_output_to_a_closed_pipe_stops_quietly(monkeypatch, capsys) -> None:
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["floor", "--profile", "test", "--n", "5"]) == 141
+    assert "internal error" not in capsys.readouterr().err

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..config import CATEGORIES, DEFAULT_CONFIG
 from ..training.data import CohortRow, read_cohort, row_kvp
-from .floor import calibration_floor
+from .floor import REFERENCES, calibration_floor
 from .metrics import (
     aggregate_dice,
     body_matches,
@@ -349,9 +349,14 @@ def evaluate_cohort(
     if ref is not None:
         metrics["baselines"]["reference_segmentation"] = ref
     # A generated cohort: how far a perfect CT-number reader gets without seeing the scanner.
-    floor = calibration_floor([r.raw for r in rows], Path(cohort).parent / "synth_params.json")
+    params = Path(cohort).parent / "synth_params.json"
+    floor = calibration_floor([r.raw for r in rows], params)
+    # ... and one that calibrates with the fat and muscle references, as the networks do.
+    floor_refs = calibration_floor([r.raw for r in rows], params, references=REFERENCES)
     if floor is not None:
         metrics["baselines"]["calibration_floor"] = floor
+    if floor_refs is not None:
+        metrics["baselines"]["calibration_floor_references"] = floor_refs
     metrics = to_jsonable(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     md: list[str] = []
@@ -384,6 +389,14 @@ def evaluate_cohort(
                 f"and offset, energy and beam hardening has MAE {floor['mae']:.2f}, RMSE "
                 f"{floor['rmse']:.2f}, bias {floor['bias']:+.2f} mg/cm3 "
                 "(`osteoscreen.evaluation.floor`).",
+            ]
+        if floor_refs is not None:
+            md += [
+                "",
+                "The same reader estimating the HU gain and offset from the fat and muscle it "
+                "measures, trusting them as the networks are trained to, has MAE "
+                f"{floor_refs['mae']:.2f}, RMSE {floor_refs['rmse']:.2f}, "
+                f"bias {floor_refs['bias']:+.2f} mg/cm3.",
             ]
         tables.table1_csv(t1, out / "table1.csv")
         tables.table3_csv(t3, out / "table3.csv", bland_altman=True)

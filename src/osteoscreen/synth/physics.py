@@ -23,7 +23,17 @@ from scipy import ndimage
 
 from .anatomy import Tissue
 
-__all__ = ["ScanParams", "bone_factor", "bone_hu", "effective_kvp", "render_ct"]
+__all__ = [
+    "FAT_SD",
+    "MUSCLE_SD",
+    "ScanParams",
+    "bone_factor",
+    "bone_hu",
+    "effective_kvp",
+    "fat_hu",
+    "muscle_hu",
+    "render_ct",
+]
 
 
 @dataclass
@@ -73,6 +83,23 @@ def bone_factor(scan: ScanParams) -> float:
 _KVP_BONE = {80: 1.32, 100: 1.14, 120: 1.0, 140: 0.91}
 _KVP_FAT = {80: -118.0, 100: -108.0, 120: -100.0, 140: -94.0}
 _KVP_IODINE = {80: 1.6, 100: 1.3, 120: 1.0, 140: 0.85}
+#: Contrast enhancement of the parenchymal organs (HU) by phase; muscle takes a fifth of it.
+_ORGAN_BOOST = {"native": 0.0, "arterial": 20.0, "portal": 50.0}
+_MUSCLE_HU = 50.0
+_MUSCLE_CONTRAST_SHARE = 0.2
+#: Patient-to-patient SD (HU) of the true CT number of subcutaneous fat and of muscle.
+FAT_SD = 6.0
+MUSCLE_SD = 5.0
+
+
+def fat_hu(scan: ScanParams) -> float:
+    """Mean true CT number of subcutaneous fat on this scan (before the scanner's scale error)."""
+    return _energy_curve(_KVP_FAT, effective_kvp(scan))
+
+
+def muscle_hu(scan: ScanParams) -> float:
+    """Mean true CT number of skeletal muscle on this scan (before the scanner's scale error)."""
+    return _MUSCLE_HU + _MUSCLE_CONTRAST_SHARE * _ORGAN_BOOST[scan.contrast_phase]
 
 
 def bone_hu(bmd: float | np.ndarray, scan: ScanParams, trunk_mm: float) -> float | np.ndarray:
@@ -112,14 +139,14 @@ def render_ct(
     # Every bone-like material follows the same energy dependence as trabecular bone.
     bf = bone_factor(scan)
     blood = {"native": 40.0, "arterial": 280.0 * iod, "portal": 150.0 * iod}[scan.contrast_phase]
-    organ_boost = {"native": 0.0, "arterial": 20.0, "portal": 50.0}[scan.contrast_phase]
+    organ_boost = _ORGAN_BOOST[scan.contrast_phase]
     bh = (1.0 - scan.beam_hardening * max(trunk_mm - 300.0, 0.0) / 100.0) * bf
     lut = np.zeros(max(Tissue) + 1, dtype=np.float32)
     jit = rng.normal(0.0, 1.0, size=lut.shape)
     lut[Tissue.AIR] = -1000.0
-    lut[Tissue.FAT] = _energy_curve(_KVP_FAT, effective_kvp(scan)) + 6 * jit[1]
+    lut[Tissue.FAT] = fat_hu(scan) + FAT_SD * jit[1]
     lut[Tissue.VISCERAL_FAT] = lut[Tissue.FAT] + 8.0 + 5 * jit[18]
-    lut[Tissue.MUSCLE] = 50.0 + 5 * jit[2] + 0.2 * organ_boost
+    lut[Tissue.MUSCLE] = _MUSCLE_HU + MUSCLE_SD * jit[2] + _MUSCLE_CONTRAST_SHARE * organ_boost
     lut[Tissue.SOFT] = 35.0 + 8 * jit[3] + 0.5 * organ_boost
     lut[Tissue.LIVER] = 58.0 + 6 * jit[4] + organ_boost
     lut[Tissue.SPLEEN] = 48.0 + 5 * jit[19] + organ_boost * 1.2

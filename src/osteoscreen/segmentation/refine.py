@@ -1,6 +1,6 @@
 """Anatomical clean-up of the body instances the VB-Net finds (canonical RAS grid, +y anterior).
 
-Three rules a vertebral body obeys whatever the network learnt:
+Four rules a vertebral body obeys whatever the network learnt:
 
 - it is solid: holes inside a body and deep bays of its outline (where the network was unsure
   of dense trabecular patches or a bone island) are body;
@@ -10,12 +10,18 @@ Three rules a vertebral body obeys whatever the network learnt:
   calling the back of the body "posterior elements", those voxels go to the body. The canal is
   the hole that body and posterior elements close around in axial slices; a body whose arch
   does not close (cut by the field of view, fractured, a network miss) is left as it is;
+- it ends at its cortex: where the body runs on well past its bright shell in front or at
+  the sides, through tissue darker than the shell, it has run into a vessel pressed against it
+  (a contrast-filled aorta or vena cava, as bright as trabecular bone) and is cut back to the
+  shell. Bodies with metal in them, and rays on which no shell stands out, are left alone;
 - its outline is bone: outline voxels darker than 100 HU and no brighter than the body inside
   them are soft tissue or disc and are peeled off (at most 3 mm deep), so that the 3 mm
   erosion of the trabecular ROI starts from the cortex, not from the fat around it.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -37,6 +43,29 @@ _RIM_HU = 100.0
 _RIM_TOLERANCE_HU = 15.0
 #: Soft tissue is peeled off an outline at most this deep (mm; at least one voxel).
 _MAX_PEEL_MM = 3.0
+#: The cortex is at least this much (HU) brighter than the trabecular bone it encloses ...
+_CORTEX_ABOVE_HU = 120.0
+#: ... and a body reaching at least this far (mm) beyond its brightest line, through tissue
+#: darker than it, has run into what lies against its front or sides (a contrast-filled
+#: aorta or vena cava). The shell's outer half and a voxel of partial volume lie beyond that
+#: line in every body (in an osteoporotic native scan at 1 mm up to 4.5 mm of the network's
+#: body, which 3 mm would have cut).
+_BEYOND_CORTEX_MM = 4.0
+#: Where it has, the body keeps this much (mm) beyond the line: the shell's outer half and
+#: its partial volume.
+_SHELL_OUTER_MM = 2.0
+#: Rays from the body's centre every this many degrees; only those pointing forwards or
+#: sideways (the back wall meets pedicles and the canal, not vessels).
+_RAY_STEP_DEG = 4.0
+_RAY_MIN_FORWARD = -0.25
+#: The cortex is this much (HU) brighter than what lies beyond it, where something does.
+_RING_CONTRAST_HU = 100.0
+#: A body with a voxel this bright holds metal (a screw, cement): it is left as it is.
+_METAL_HU = 2000.0
+#: A ray's ring nearer the centre than this share of the slice's median ring is a bone island.
+_RING_MIN_SHARE = 0.7
+#: A slice without a cortex ring of its own (an endplate) takes the cut of a slice this near (mm).
+_BORROW_MM = 6.0
 
 
 def _convex_hull_2d(sl: np.ndarray) -> np.ndarray:
@@ -119,6 +148,133 @@ def _peel_soft_rim(body: np.ndarray, hu: np.ndarray, spacing: tuple[float, float
     return out  # type: ignore[no-any-return]
 
 
+def _ring_along(prof: np.ndarray, bright: float, step: float) -> float:
+    """Where a ray from a body's centre crosses its cortex (mm), or NaN.
+
+    The cortex is the outermost local maximum at cortex brightness that is
+    ``_RING_CONTRAST_HU`` brighter than what lies beyond it; a brighter speck in a vessel
+    (noise) is not, a bone island is not the outermost.
+    """
+    p = prof
+    if len(p) < 3:
+        return float("nan")
+    peak = np.r_[p[0] >= p[1], (p[1:-1] >= p[:-2]) & (p[1:-1] >= p[2:]), p[-1] >= p[-2]] & (p >= bright)
+    skip = max(1, int(round(1.0 / step)))  # a voxel of partial volume just outside it
+    for c in np.nonzero(peak)[0][::-1]:
+        beyond = prof[c + skip + 1 :]
+        if len(beyond) * step < _BEYOND_CORTEX_MM or np.median(beyond) <= p[c] - _RING_CONTRAST_HU:
+            return float(c * step)
+    return float("nan")
+
+
+def _cut_beyond_cortex(body: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Cut off what a body's outline runs into beyond its cortex, slice by slice.
+
+    A vertebral body ends at its cortex, the bright ring round it (``_ring_along`` finds it on
+    rays from the body's centre, forwards and sideways). Where the network's body reaches
+    ``_BEYOND_CORTEX_MM`` or more past that ring, what lies past it (beyond the shell's outer
+    half, ``_SHELL_OUTER_MM``, and unless as bright as the ring) is a vessel or soft tissue
+    pressed against the body, not bone, and is dropped. Rays without such a ring (a faint
+    cortex, an aorta as bright as the cortex) cut nothing; a slice without one of its own (an
+    endplate) takes the cut of a slice within ``_BORROW_MM``; a body with metal in it is left
+    as it is.
+    """
+    out = body.copy()
+    if not body.any() or hu[body].max() >= _METAL_HU:
+        return out  # metal and its streaks: no intensity along a ray is to be trusted
+    areas = body.sum(axis=(0, 1))
+    typical = float(np.median(areas[areas > 0])) if areas.any() else 0.0
+    step = min(spacing[:2]) / 2.0
+    angles = np.deg2rad(np.arange(0.0, 360.0, _RAY_STEP_DEG))
+    dirs = np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (x, y) in mm, +y anterior
+    forward = dirs[:, 1] >= _RAY_MIN_FORWARD
+    # Along the body axis only: the side walls run along it, noise does not.
+    smooth = ndimage.uniform_filter(hu.astype(np.float32), size=(1, 1, 3))
+    n_a = len(angles)
+    cuts: dict[int, tuple[np.ndarray, float]] = {}
+    centres: dict[int, tuple[float, float, np.ndarray]] = {}
+    for k in range(body.shape[2]):
+        sl = body[:, :, k]
+        if not sl.any():
+            continue
+        depth = ndimage.distance_transform_edt(sl, sampling=spacing[:2])
+        core = depth >= 0.6 * depth.max()
+        ci, cj = (float(c.mean()) for c in np.nonzero(core))
+        centres[k] = (ci, cj, core)
+        if areas[k] < 0.5 * typical or areas[k] < 20:
+            continue  # an endplate's rim: partial volume, no ring to trust
+        trab = float(np.median(hu[:, :, k][core]))
+        bright = trab + _CORTEX_ABOVE_HU
+        rmax = int(np.ceil(max(sl.shape[0] * spacing[0], sl.shape[1] * spacing[1]) / step))
+        r = np.arange(rmax) * step
+        ring_r = np.full(n_a, np.nan)
+        last_r = np.full(n_a, np.nan)
+        for a in np.where(forward)[0]:
+            ii = ci + r * dirs[a, 0] / spacing[0]
+            jj = cj + r * dirs[a, 1] / spacing[1]
+            ok = (ii >= 0) & (jj >= 0) & (ii <= sl.shape[0] - 1) & (jj <= sl.shape[1] - 1)
+            ii, jj = ii[ok], jj[ok]
+            inside = sl[np.rint(ii).astype(int), np.rint(jj).astype(int)]
+            if not inside.any():
+                continue
+            # Up to the last voxel of the mask along the ray, across any gap in it (a bay the
+            # network left around a bone island, or between the body and a vessel).
+            last = int(np.nonzero(inside)[0][-1])
+            last_r[a] = r[last]
+            prof = ndimage.map_coordinates(smooth[:, :, k], [ii[: last + 1], jj[: last + 1]], order=1)
+            ring_r[a] = _ring_along(prof, bright, step)
+        # The cortex runs round the body: a "ring" far inside the others is a bone island.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no ring at all
+            typical_r = np.nanmedian(ring_r)
+        ring_r[ring_r < _RING_MIN_SHARE * typical_r] = np.nan
+        # The cortex is a smooth closed curve: a ray's ring radius is the median of its
+        # neighbours' (a noise spike in a vessel does not move it outwards) ...
+        idx = (np.arange(n_a)[:, None] + np.arange(-3, 4)[None, :]) % n_a
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rays with no ring near them
+            med = np.nanmedian(np.where(forward[idx], ring_r[idx], np.nan), axis=1)
+        cut_r = np.where(forward & (last_r - med >= _BEYOND_CORTEX_MM), med + _SHELL_OUTER_MM, np.inf)
+        # ... and a ray between two cut ones is cut too (no spokes left standing).
+        cut_r = np.minimum(cut_r, np.maximum(np.roll(cut_r, 1), np.roll(cut_r, -1)))
+        if np.isfinite(cut_r).any():
+            cuts[k] = (cut_r, bright)
+    if not cuts:
+        return out
+    cut_slices = np.array(sorted(cuts))
+    reach = max(1, int(round(_BORROW_MM / spacing[2])))
+    for k in centres:
+        src = k
+        if k not in cuts:
+            # A slice without a ring of its own (an endplate, all cortex) takes the cut, and the
+            # centre, of the nearest slice that has one, if that is close: the vessel runs on
+            # along the body, and an endplate's own centre may lie in what leaked.
+            src = int(cut_slices[np.argmin(np.abs(cut_slices - k))])
+            if abs(src - k) > reach:
+                continue
+        cut_r, bright = cuts[src]
+        ci, cj, core = centres[src]
+        sl = body[:, :, k]
+        ii, jj = np.nonzero(sl)
+        dx, dy = (ii - ci) * spacing[0], (jj - cj) * spacing[1]
+        bins = np.rint(np.mod(np.arctan2(dy, dx), 2 * np.pi) / np.deg2rad(_RAY_STEP_DEG)).astype(int) % n_a
+        # Never a voxel as bright as the cortex itself.
+        drop = (np.hypot(dx, dy) > cut_r[bins]) & (smooth[ii, jj, k] < bright)
+        if drop.any():
+            new = sl.copy()
+            new[ii[drop], jj[drop]] = False
+            # Keep the piece that holds the body's core.
+            lab, n = ndimage.label(new)
+            if n > 1:
+                keep = np.unique(lab[core & new])
+                keep = keep[keep > 0]
+                if not len(keep):
+                    keep = np.array([int(np.argmax(np.bincount(lab.ravel())[1:])) + 1])
+                new = np.isin(lab, keep)
+            out[:, :, k] = new
+    return out
+
+
 def _canal_front(whole: np.ndarray, slices: np.ndarray, spacing: tuple[float, float, float]) -> int | None:
     """The canal's front wall (j index) of one vertebra, median over the body's slices."""
     fronts = []
@@ -150,7 +306,8 @@ def _tight(mask: np.ndarray) -> tuple[slice, ...]:
 def refine_bodies(
     inst: np.ndarray, classes: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float]
 ) -> tuple[np.ndarray, dict[int, list[str]]]:
-    """Fill each body's holes, extend it back to its spinal canal, peel soft tissue off its outline.
+    """Fill each body's holes, extend it back to its spinal canal, cut it back to its cortex where
+    it ran into a vessel, peel soft tissue off its outline.
 
     Args:
         inst: body instance map (0 background, 1..n bodies).
@@ -200,6 +357,12 @@ def refine_bodies(
                 if add.any():
                     body = body | add
                     done.append("extended_to_canal")
+        tight = _tight(body)
+        cut = body.copy()
+        cut[tight] = _cut_beyond_cortex(body[tight], hu[box][tight], spacing)
+        if cut.sum() < body.sum():
+            body = cut
+            done.append("cut_beyond_cortex")
         tight = _tight(body)
         peeled = body.copy()
         peeled[tight] = _peel_soft_rim(body[tight], hu[box][tight], spacing)

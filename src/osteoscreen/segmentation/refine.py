@@ -60,6 +60,9 @@ _RAY_STEP_DEG = 4.0
 _RAY_MIN_FORWARD = -0.25
 #: The cortex is this much (HU) brighter than what lies beyond it, where something does.
 _RING_CONTRAST_HU = 100.0
+#: The shell is looked for only on voxels this fine in-plane (mm): it is about 1 mm thick, and on
+#: 3 mm voxels (a downsampled real CT) bright trabecular specks passed for it.
+_MAX_PIXEL_MM = 1.25
 #: A body with a voxel this bright holds metal (a screw, cement): it is left as it is.
 _METAL_HU = 2000.0
 #: A ray's ring nearer the centre than this share of the slice's median ring is a bone island.
@@ -176,10 +179,12 @@ def _cut_beyond_cortex(body: np.ndarray, hu: np.ndarray, spacing: tuple[float, f
     half, ``_SHELL_OUTER_MM``, and unless as bright as the ring) is a vessel or soft tissue
     pressed against the body, not bone, and is dropped. Rays without such a ring (a faint
     cortex, an aorta as bright as the cortex) cut nothing; a slice without one of its own (an
-    endplate) takes the cut of a slice within ``_BORROW_MM``; a body with metal in it is left
-    as it is.
+    endplate) takes the cut of a slice within ``_BORROW_MM``; a body with metal in it, or on
+    voxels coarser than ``_MAX_PIXEL_MM`` in-plane, is left as it is.
     """
     out = body.copy()
+    if max(spacing[:2]) > _MAX_PIXEL_MM:
+        return out  # a 1 mm shell has no place of its own on coarser voxels
     if not body.any() or hu[body].max() >= _METAL_HU:
         return out  # metal and its streaks: no intensity along a ray is to be trusted
     areas = body.sum(axis=(0, 1))

@@ -96,7 +96,7 @@ def _with_vessel(vessel_hu: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     which the network took for body. Returns (body, vessel, arch, HU)."""
     body, arch, hu = _phantom()
     x, y, z = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
-    vessel = ((x - 40) ** 2 + (y - 80) ** 2 <= 10**2) & (z >= 0) & ~body
+    vessel = ((x - 40) ** 2 + (y - 80) ** 2 <= 10**2) & (z >= 0) & ~body  # z: broadcast to 3-D
     hu[vessel] = vessel_hu
     return body, vessel, arch, hu
 
@@ -120,7 +120,8 @@ def test_no_cut_without_a_ring_to_cut_at() -> None:
     got = out == 1
     assert (got & vessel).sum() > 0.9 * (leaky & vessel).sum()
     assert (got & body).sum() == body.sum()
-    # A bone island inside the body does not move the cut inwards.
+    # A correct body with a bone island inside it is left as it is (the island is not taken
+    # for its shell; the guard for an island far inside the ring is not isolated here).
     body, arch, hu = _phantom()
     x, y, z = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
     hu[((x - 40) ** 2 + (y - 62) ** 2 <= 3**2) & (z >= 10) & (z < 30)] = 700.0

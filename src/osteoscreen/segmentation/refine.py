@@ -158,13 +158,13 @@ def _ring_along(prof: np.ndarray, bright: float, step: float) -> float:
     ``_RING_CONTRAST_HU`` brighter than what lies beyond it; a brighter speck in a vessel
     (noise) is not, a bone island is not the outermost.
     """
-    p = prof
+    p = prof  # short name for the peak test below
     if len(p) < 3:
         return float("nan")
     peak = np.r_[p[0] >= p[1], (p[1:-1] >= p[:-2]) & (p[1:-1] >= p[2:]), p[-1] >= p[-2]] & (p >= bright)
     skip = max(1, int(round(1.0 / step)))  # a voxel of partial volume just outside it
     for c in np.nonzero(peak)[0][::-1]:
-        beyond = prof[c + skip + 1 :]
+        beyond = p[c + skip + 1 :]
         if len(beyond) * step < _BEYOND_CORTEX_MM or np.median(beyond) <= p[c] - _RING_CONTRAST_HU:
             return float(c * step)
     return float("nan")

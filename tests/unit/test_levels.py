@@ -137,6 +137,31 @@ def test_rib_like_bone_beside_a_lumbar_body_is_overruled_by_the_sacrum() -> None
     assert any("overruled" in w for w in la.warnings)
 
 
+def test_rib_like_bone_two_rib_free_bodies_below_the_last_rib_is_overruled_without_a_sacrum() -> None:
+    # T12 (ribs) at the top, L1-L3 rib-free, "ribs" beside L4 (the iliac crest), L5; no sacrum.
+    cls = _column(6, [True, False, False, False, True, False], sacrum=False)
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    names = [la.ids[b.mask_label] for b in bodies]
+    assert names == [name_to_id(n) for n in ("T12", "L1", "L2", "L3", "L4", "L5")]
+    assert la.confidence == 0.8
+    assert any("body 5" in w and "overruled" in w for w in la.warnings)
+
+
+def test_rib_free_bodies_above_the_ribs_and_a_one_body_gap_are_believed() -> None:
+    # The neck (C6, C7 rib-free) above T1, T2: the last rib-bearing body is the anchor.
+    cls = _column(5, [False, False, True, True, False], sacrum=False)
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[3].mask_label] == name_to_id("T12")
+    assert not any("overruled" in w for w in la.warnings)
+    # One rib-free body between rib-bearing ones may be a missed rib: no sacrum to say otherwise.
+    cls = _column(5, [True, False, True, False, False], sacrum=False)
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[2].mask_label] == name_to_id("T12")
+
+
 def test_sacralised_l5_keeps_the_rib_anchor() -> None:
     # Ribs on the two bodies above four rib-free ones and the sacrum: four lumbar bodies.
     cls = _column(6, [True, True, False, False, False, False], sacrum=True)

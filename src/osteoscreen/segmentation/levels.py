@@ -8,6 +8,9 @@ Levels, from anatomical cues, reconciled:
 - the sacrum: the body just above the sacrum is L5;
 - counting across the ordered instances from whichever anchor exists.
 
+"Ribs" two or more rib-free bodies below the rib-bearing ones are not believed (ribs do not
+come back below T12): a transverse process or the iliac crest taken for a rib.
+
 When both anchors exist and disagree the confidence drops and one of them wins:
 
 - 4 bodies between the last rib and the sacrum: the rib anchor (a sacralised L5), except where
@@ -439,6 +442,33 @@ def _mark_by_rib_ends(
                 break
 
 
+#: Rib-free bodies in a row, under rib-bearing ones, after which "ribs" are not believed.
+_RIB_GAP_BODIES = 2
+
+
+def _ribs_below_a_gap(flags: list[bool]) -> list[int]:
+    """Rib-bearing bodies (top to bottom) below a run of rib-free bodies under rib-bearing ones.
+
+    Ribs sit on every thoracic body from T1 to T12, so below the last one no body bears ribs
+    again. A "rib" two or more rib-free bodies below the rib-bearing ones is a lumbar transverse
+    process or the iliac crest that the network called rib (on the real example CT resampled to
+    1 mm slices, the iliac crest beside L4 named L4 "T12"). One rib-free body between is left to
+    the sacrum check in ``assign_levels``: a network that missed one rib leaves that pattern
+    too. Rib-free bodies above all rib-bearing ones (the neck: C7 bears none) open no gap.
+    """
+    out: list[int] = []
+    seen_rib, gap = False, 0
+    for i, rib in enumerate(flags):
+        if gap >= _RIB_GAP_BODIES:
+            if rib:
+                out.append(i)
+        elif rib:
+            seen_rib, gap = True, 0
+        elif seen_rib:
+            gap += 1
+    return out
+
+
 def assign_levels(
     classes: np.ndarray, bodies: list[BodyInstance], spacing: tuple[float, float, float]
 ) -> LevelAssignment:
@@ -448,6 +478,15 @@ def assign_levels(
     warnings: list[str] = []
     anchor_rib: int | None = None  # index in bodies of T12
     rib_flags = [b.rib_bearing for b in bodies]
+    below_gap = _ribs_below_a_gap(rib_flags)
+    if below_gap:
+        for i in below_gap:
+            rib_flags[i] = False
+        names = ", ".join(f"body {bodies[i].index}" for i in below_gap)
+        warnings.append(
+            f"rib-like bone beside {names}, below two or more rib-free bodies under the rib-bearing "
+            "ones, overruled (a transverse process or the iliac crest taken for a rib)"
+        )
     if any(rib_flags):
         last = max(i for i, f in enumerate(rib_flags) if f)
         if last < n - 1 and not any(rib_flags[last + 1 :]):
@@ -514,6 +553,8 @@ def assign_levels(
                 "(bodies named V1, V2, ...)"
             )
         return LevelAssignment(ids, 0.0, cues, warnings)
+    if below_gap:
+        confidence = min(confidence, 0.8)
     pos = _ORDER.index(base_name)
     for i, b in enumerate(bodies):
         p = pos + (i - base)

@@ -8,7 +8,7 @@ Levels, from anatomical cues, reconciled:
 - the sacrum: the body just above the sacrum is L5;
 - counting across the ordered instances from whichever anchor exists.
 
-"Ribs" two or more rib-free bodies below the rib-bearing ones are not believed (ribs do not
+"Ribs" three or more rib-free bodies below the rib-bearing ones are not believed (ribs do not
 come back below T12): a transverse process or the iliac crest taken for a rib.
 
 When both anchors exist and disagree the confidence drops and one of them wins:
@@ -442,18 +442,20 @@ def _mark_by_rib_ends(
                 break
 
 
-#: Rib-free bodies in a row, under rib-bearing ones, after which "ribs" are not believed.
-_RIB_GAP_BODIES = 2
+#: Rib-free bodies in a row, under rib-bearing ones, after which "ribs" are not believed. Two
+#: is not enough: the fine VB-Net missed the ribs of two thoracic bodies in a row on synthetic
+#: chest scans (T9 and T10 of independent-2002-0072; also test-1004-0031).
+_RIB_GAP_BODIES = 3
 
 
 def _ribs_below_a_gap(flags: list[bool]) -> list[int]:
     """Rib-bearing bodies (top to bottom) below a run of rib-free bodies under rib-bearing ones.
 
     Ribs sit on every thoracic body from T1 to T12, so below the last one no body bears ribs
-    again. A "rib" two or more rib-free bodies below the rib-bearing ones is a lumbar transverse
-    process or the iliac crest that the network called rib (on the real example CT resampled to
-    1 mm slices, the iliac crest beside L4 named L4 "T12"). One rib-free body between is left to
-    the sacrum check in ``assign_levels``: a network that missed one rib leaves that pattern
+    again. A "rib" ``_RIB_GAP_BODIES`` or more rib-free bodies below the rib-bearing ones is a
+    lumbar transverse process or the iliac crest that the network called rib (on the real
+    example CT resampled to 1 mm slices, the iliac crest beside L4 named L4 "T12"). Shorter gaps
+    are left to the sacrum check in ``assign_levels``: a network that missed ribs leaves them
     too. Rib-free bodies above all rib-bearing ones (the neck: C7 bears none) open no gap.
     """
     out: list[int] = []
@@ -484,8 +486,8 @@ def assign_levels(
             rib_flags[i] = False
         names = ", ".join(f"body {bodies[i].index}" for i in below_gap)
         warnings.append(
-            f"rib-like bone beside {names}, below two or more rib-free bodies under the rib-bearing "
-            "ones, overruled (a transverse process or the iliac crest taken for a rib)"
+            f"rib-like bone beside {names}, below {_RIB_GAP_BODIES} or more rib-free bodies under the "
+            "rib-bearing ones, overruled (a transverse process or the iliac crest taken for a rib)"
         )
     if any(rib_flags):
         last = max(i for i, f in enumerate(rib_flags) if f)

@@ -214,6 +214,22 @@ def test_a_sacral_segment_between_the_alae_is_not_a_body() -> None:
     assert set(la.cues) == {"last_rib", "sacrum"}
 
 
+def test_a_body_cut_by_the_bottom_edge_beside_stray_sacrum_voxels_is_kept() -> None:
+    # A chest scan: T10-T12 (ribs), L1, and the top 3 slices of L2 at the bottom edge, which
+    # the network flanked with a little "sacrum" (2 x 0.96 ml): not the alae of S1.
+    cls = _column(4, [True, True, True, False], sacrum=False)
+    l1_bottom = (cls.shape[2] - 3) - 3 * 10 - 8
+    cls = cls[:, :, l1_bottom - 5 :]
+    cls[40:50, 20:30, 0:3] = SegClass.BODY
+    cls[34:38, 20:30, 0:3] = SegClass.SACRUM
+    cls[52:56, 20:30, 0:3] = SegClass.SACRUM
+    _, bodies = find_bodies(cls, SP)
+    assert len(bodies) == 5 and bodies[-1].touches_edge
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[-1].mask_label] == name_to_id("L2")
+    assert "sacrum" not in la.cues
+
+
 def test_a_rib_whose_head_was_called_posterior_element_still_marks_its_body() -> None:
     # T11, T12, L1-L5 and the sacrum; the ribs of T11 and T12 begin 40 mm out (their heads and
     # necks segmented as posterior elements, as the fine VB-Net does on chest scans), so none

@@ -154,6 +154,13 @@ def test_rib_free_bodies_above_the_ribs_and_a_one_body_gap_are_believed() -> Non
     _, bodies = find_bodies(cls, SP)
     la = assign_levels(cls, bodies, SP)
     assert la.ids[bodies[3].mask_label] == name_to_id("T12")
+    # Three missed ones, but believing the gap would leave seven bodies below the last rib:
+    # the ribs are kept (T12 is the last rib-bearing body).
+    cls = _column(9, [True, False, False, False, True, False, False, False, False], sacrum=False)
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[4].mask_label] == name_to_id("T12")
+    assert not any("overruled" in w for w in la.warnings)
     assert not any("overruled" in w for w in la.warnings)
     # Two rib-free bodies between rib-bearing ones may be missed ribs (seen on synthetic chest
     # scans): no sacrum to say otherwise.
@@ -161,6 +168,13 @@ def test_rib_free_bodies_above_the_ribs_and_a_one_body_gap_are_believed() -> Non
     _, bodies = find_bodies(cls, SP)
     la = assign_levels(cls, bodies, SP)
     assert la.ids[bodies[3].mask_label] == name_to_id("T12")
+    # Three missed ones, but believing the gap would leave seven bodies below the last rib:
+    # the ribs are kept (T12 is the last rib-bearing body).
+    cls = _column(9, [True, False, False, False, True, False, False, False, False], sacrum=False)
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[4].mask_label] == name_to_id("T12")
+    assert not any("overruled" in w for w in la.warnings)
 
 
 def test_sacralised_l5_keeps_the_rib_anchor() -> None:

@@ -106,12 +106,20 @@ def find_bodies(
     found = _on_the_column(found, spacing, classes.shape[2])
     found.sort(key=lambda t: -t[0])  # superior first (RAS: larger k is higher)
     # From the bottom up: a "body" between the sacrum's alae is a sacral segment.
-    sacrum = _sacrum_pieces(classes, spacing)
+    sacrum = classes == SegClass.SACRUM
+    big_sacrum: np.ndarray | None = None
     while found and sacrum.any():
         lbl = found[-1][1]
         sl = objs[lbl - 1]
         corner = (sl[0].start + off[0], sl[1].start + off[1], sl[2].start + off[2])
-        if not _between_alae(lab[sl] == lbl, corner, sacrum, spacing):
+        alae = sacrum
+        if found[-1][4][0] == 0:
+            # Cut by the scan's bottom edge, with nothing below to show a sacrum: only sacrum
+            # pieces of real size count as alae (the network's sacrum breaks into small pieces
+            # on noisy scans, so elsewhere every piece counts).
+            big_sacrum = _sacrum_pieces(classes, spacing) if big_sacrum is None else big_sacrum
+            alae = big_sacrum
+        if not _between_alae(lab[sl] == lbl, corner, alae, spacing):
             break
         log.info(
             "body candidate at slices %d-%d lies between the sacral alae: not a vertebral body", *found[-1][4]
@@ -127,9 +135,10 @@ def find_bodies(
     return inst, bodies
 
 
-#: A "sacrum" piece smaller than this (ml) is not the sacrum: at the bottom of a chest scan
-#: the network calls a few hundred voxels beside a lumbar body sacrum (test-1003-0067: 1.4 ml
-#: beside the last 3 slices of L2, which were then left out as a sacral segment).
+#: A "sacrum" piece smaller than this (ml) is not the sacrum beside a body cut by the scan's
+#: bottom edge: there the network calls a few hundred voxels beside a lumbar body sacrum
+#: (test-1003-0067: 1.4 ml beside the last 3 slices of L2, which were then left out as a
+#: sacral segment). It is also the least sacrum the sacrum anchor takes.
 _SACRUM_MIN_ML = 5.0
 
 
@@ -465,6 +474,10 @@ def _mark_by_rib_ends(
 _RIB_GAP_BODIES = 3
 
 
+#: Rib-free bodies below T12 that a spine can have (L1-L5; an L6 is rarer than missed ribs).
+_MAX_LUMBAR_BODIES = 5
+
+
 def _ribs_below_a_gap(flags: list[bool]) -> list[int]:
     """Rib-bearing bodies (top to bottom) below a run of rib-free bodies under rib-bearing ones.
 
@@ -498,6 +511,13 @@ def assign_levels(
     anchor_rib: int | None = None  # index in bodies of T12
     rib_flags = [b.rib_bearing for b in bodies]
     below_gap = _ribs_below_a_gap(rib_flags)
+    if below_gap:
+        # The overruling must leave a possible spine: at most five (lumbar) bodies below the last
+        # rib. More means the gap was thoracic ribs the network missed (three in a row on two
+        # synthetic chest scans, independent-2002-0036 and -0105, whose bodies then counted past L5).
+        last_left = max(i for i, f in enumerate(rib_flags) if f and i not in below_gap)
+        if n - 1 - last_left > _MAX_LUMBAR_BODIES:
+            below_gap = []
     if below_gap:
         for i in below_gap:
             rib_flags[i] = False

@@ -9,7 +9,8 @@ Levels, from anatomical cues, reconciled:
 - counting across the ordered instances from whichever anchor exists.
 
 "Ribs" three or more rib-free bodies below the rib-bearing ones are not believed (ribs do not
-come back below T12): a transverse process or the iliac crest taken for a rib.
+come back below T12): a transverse process or the iliac crest taken for a rib, as long as
+that leaves at most five bodies below the last rib (more: thoracic ribs the network missed).
 
 When both anchors exist and disagree the confidence drops and one of them wins:
 

@@ -83,6 +83,28 @@ def test_soft_tissue_on_the_outline_is_peeled_bone_is_not() -> None:
     assert ((out2 == 1) == body).all()
 
 
+def test_thick_slices_lose_at_most_one_endplate_slice() -> None:
+    """The peel stops 3 mm deep in the direction it peels: on 5 mm slices that is one slice at
+    each end, however fine the pixels (it once took as many 5 mm layers as 0.7 mm pixels fit
+    in 3 mm, and ate an osteoporotic body from both ends)."""
+    sp = (0.7, 0.7, 5.0)
+    shape = (70, 70, 12)
+    x, y, z = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    r2 = (x - 35) ** 2 + (y - 35) ** 2
+    body = (r2 <= 21**2) & (z >= 2) & (z < 10)
+    hu = np.full(shape, 40.0)
+    hu[body] = 400.0  # the side wall's cortex
+    hu[(r2 <= 18**2) & (z >= 2) & (z < 10)] = 70.0  # osteoporotic trabecular bone
+    hu[(r2 <= 21**2) & ((z == 2) | (z == 9))] = 60.0  # endplate slices: half disc, half bone
+    cls = np.zeros(shape, np.uint8)
+    cls[body] = SegClass.BODY
+    out, notes = refine_bodies(body.astype(np.int32), cls, hu, sp)
+    got = out == 1
+    assert "soft_rim_peeled" in notes[1]
+    assert not got[:, :, [2, 9]].any()  # the endplate slices are peeled
+    assert (got[:, :, 3:9] == body[:, :, 3:9]).all()  # the slices inside them are not
+
+
 def test_height_ratio_ignores_the_rounded_rims() -> None:
     body, _, _ = _phantom()
     assert height_ratio(body, SP) > 0.95

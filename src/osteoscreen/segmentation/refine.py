@@ -134,11 +134,14 @@ def _peel_soft_rim(body: np.ndarray, hu: np.ndarray, spacing: tuple[float, float
         if across == (3, 3, 1):
             step = np.zeros(across, dtype=bool)
             step[1, :, 0] = step[:, 1, 0] = True
+            layer_mm = min(spacing[:2])
         else:
             step = np.ones(across, dtype=bool)
+            layer_mm = spacing[2]
         own = ndimage.uniform_filter(hu.astype(np.float32), size=along)
-        # Layer by layer from the outside, at most _MAX_PEEL_MM deep.
-        for _ in range(max(1, int(round(_MAX_PEEL_MM / min(spacing))))):
+        # Layer by layer from the outside, at most _MAX_PEEL_MM deep in the direction peeled
+        # (one layer of a 5 mm slice is already deeper: never a second one).
+        for _ in range(max(1, int(round(_MAX_PEEL_MM / layer_mm)))):
             inner = ndimage.binary_erosion(out, structure=step)
             rim = out & ~inner
             weight = ndimage.uniform_filter(inner.astype(np.float32), size=across)

@@ -166,6 +166,23 @@ def test_rib_like_bone_three_rib_free_bodies_below_the_last_rib_is_overruled_wit
     assert any("body 5" in w and "overruled" in w for w in la.warnings)
 
 
+def test_a_split_body_counts_once_in_a_rib_gap() -> None:
+    # T9 (ribs), T10 and T11 whose ribs the network missed, T11 split in two side by side,
+    # T12 (ribs), L1 at the scan's end: two rib-free levels, not three, so T12's ribs are
+    # believed (seen on a synthetic chest scan, test-1003-0173, whose levels the overruling had
+    # shifted by three).
+    cls = _column(5, [True, False, False, True, False], sacrum=False)
+    k = np.where((cls == SegClass.BODY).any(axis=(0, 1)))[0]
+    t11 = k.max() - 2 * 10  # the third body from the top
+    cls[44:46, :, t11 - 8 : t11 + 1] = 0
+    _, bodies = find_bodies(cls, SP)
+    assert len(bodies) == 6
+    la = assign_levels(cls, bodies, SP)
+    names = [la.ids[b.mask_label] for b in bodies]
+    assert names[-2:] == [name_to_id(n) for n in ("T12", "L1")]
+    assert not any("overruled" in w for w in la.warnings)
+
+
 def test_rib_free_bodies_above_the_ribs_and_a_two_body_gap_are_believed() -> None:
     # The neck (C6, C7 rib-free) above T1, T2: the last rib-bearing body is the anchor.
     cls = _column(5, [False, False, True, True, False], sacrum=False)

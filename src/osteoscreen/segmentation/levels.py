@@ -495,7 +495,14 @@ _RIB_GAP_BODIES = 3
 _MAX_LUMBAR_BODIES = 5
 
 
-def _ribs_below_a_gap(flags: list[bool]) -> list[int]:
+def _side_by_side(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two bodies' slice ranges overlap by half the shorter one or more: the pieces of
+    one split body (neighbouring levels are stacked, a disc between them)."""
+    overlap = min(a[1], b[1]) - max(a[0], b[0]) + 1
+    return overlap >= 0.5 * min(a[1] - a[0] + 1, b[1] - b[0] + 1)
+
+
+def _ribs_below_a_gap(flags: list[bool], z_ranges: list[tuple[int, int]] | None = None) -> list[int]:
     """Rib-bearing bodies (top to bottom) below a run of rib-free bodies under rib-bearing ones.
 
     Ribs sit on every thoracic body from T1 to T12, so below the last one no body bears ribs
@@ -503,7 +510,8 @@ def _ribs_below_a_gap(flags: list[bool]) -> list[int]:
     lumbar transverse process or the iliac crest that the network called rib (on the real
     example CT resampled to 1 mm slices, the iliac crest beside L4 named L4 "T12"). Shorter gaps
     are left to the sacrum check in ``assign_levels``: a network that missed ribs leaves them
-    too. Rib-free bodies above all rib-bearing ones (the neck: C7 bears none) open no gap.
+    too. Rib-free bodies above all rib-bearing ones (the neck: C7 bears none) open no gap, and
+    pieces of one split body side by side (``z_ranges``) count once.
     """
     out: list[int] = []
     seen_rib, gap = False, 0
@@ -514,7 +522,8 @@ def _ribs_below_a_gap(flags: list[bool]) -> list[int]:
         elif rib:
             seen_rib, gap = True, 0
         elif seen_rib:
-            gap += 1
+            split = z_ranges is not None and gap > 0 and _side_by_side(z_ranges[i - 1], z_ranges[i])
+            gap += 0 if split else 1
     return out
 
 
@@ -527,7 +536,7 @@ def assign_levels(
     warnings: list[str] = []
     anchor_rib: int | None = None  # index in bodies of T12
     rib_flags = [b.rib_bearing for b in bodies]
-    below_gap = _ribs_below_a_gap(rib_flags)
+    below_gap = _ribs_below_a_gap(rib_flags, [b.z_range for b in bodies])
     if below_gap:
         # The overruling must leave a possible spine: at most five (lumbar) bodies below the last
         # rib. More means the gap was thoracic ribs the network missed (three in a row on two

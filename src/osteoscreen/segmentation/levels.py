@@ -204,15 +204,13 @@ def _centroids(lab: np.ndarray, objs: list[tuple[slice, ...] | None]) -> list[tu
     return out
 
 
-#: A body lies on the column of its neighbours: farther than this in-plane (mm) from where the
-#: bodies within ``_COLUMN_WINDOW_MM`` above and below put the column (``_column_at``), and it
-#: is something else (contrast-filled heart or aorta, rib, pelvis).
+#: A body lies on the column of its neighbours: farther than this in-plane (mm) from the
+#: volume-weighted median of the bodies within ``_COLUMN_WINDOW_MM`` above and below, and it is
+#: something else (contrast-filled heart or aorta, rib, pelvis).
 _COLUMN_TOLERANCE_MM = 22.0
 _COLUMN_WINDOW_MM = 90.0
 #: Fragments much smaller than the median body are dropped unless the scan's edge cuts them.
 _MIN_RELATIVE_VOLUME = 0.25
-#: Between bodies the column is interpolated from this many nearest bodies on either side.
-_COLUMN_PAIRS = 2
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -224,23 +222,9 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 def _column_at(xyz: np.ndarray, vol: np.ndarray, z: float) -> tuple[float, float]:
     """Where the column of these bodies passes at height ``z`` (mm, in-plane x and y).
 
-    The column curves (lordosis, kyphosis). Between bodies (some above ``z``, some below) it
-    passes on the straight lines from the two nearest body-sized ones below to the two nearest
-    above: the median of those (up to four) lines at ``z``, robust to one that is not a body.
-    Beyond them (the column's end) it is the bodies' volume-weighted median moved along the
-    median of their pairwise slopes. (The weighted median alone took x, y and z each from a
-    different body: at the apex of a deep lordosis it put the column 22 mm in front of L3.)
+    The column curves (lordosis, kyphosis): its position is the bodies' volume-weighted median
+    moved along the median of their pairwise slopes (robust to one body that is not a body).
     """
-    big = vol >= _MIN_RELATIVE_VOLUME * float(np.median(vol))
-    above = np.where(big & (xyz[:, 2] > z))[0]
-    below = np.where(big & (xyz[:, 2] < z))[0]
-    if len(above) and len(below):
-        a = xyz[above[np.argsort(xyz[above, 2] - z)[:_COLUMN_PAIRS]]]
-        b = xyz[below[np.argsort(z - xyz[below, 2])[:_COLUMN_PAIRS]]]
-        f = (z - b[:, None, 2]) / (a[None, :, 2] - b[:, None, 2])  # (below, above)
-        lx = b[:, None, 0] + f * (a[None, :, 0] - b[:, None, 0])
-        ly = b[:, None, 1] + f * (a[None, :, 1] - b[:, None, 1])
-        return float(np.median(lx)), float(np.median(ly))
     cz = _weighted_median(xyz[:, 2], vol)
     cx = _weighted_median(xyz[:, 0], vol)
     cy = _weighted_median(xyz[:, 1], vol)

@@ -486,7 +486,7 @@ def _side_by_side(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return overlap >= 0.5 * min(a[1] - a[0] + 1, b[1] - b[0] + 1)
 
 
-def _ribs_below_a_gap(flags: list[bool], z_ranges: list[tuple[int, int]] | None = None) -> list[int]:
+def _ribs_below_a_gap(flags: list[bool], z_ranges: list[tuple[int, int]]) -> list[int]:
     """Rib-bearing bodies (top to bottom) below a run of rib-free bodies under rib-bearing ones.
 
     Ribs sit on every thoracic body from T1 to T12, so below the last one no body bears ribs
@@ -506,7 +506,7 @@ def _ribs_below_a_gap(flags: list[bool], z_ranges: list[tuple[int, int]] | None 
         elif rib:
             seen_rib, gap = True, 0
         elif seen_rib:
-            split = z_ranges is not None and gap > 0 and _side_by_side(z_ranges[i - 1], z_ranges[i])
+            split = gap > 0 and _side_by_side(z_ranges[i - 1], z_ranges[i])
             gap += 0 if split else 1
     return out
 

@@ -159,6 +159,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write no per-case key image, DICOM SEG or SR (faster; the metrics are the same)",
     )
+    v.add_argument(
+        "--class-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder (one per cohort) for the VB-Nets' class maps: read where present, written "
+        "where not, so a change of the post-processing is re-measured without the networks",
+    )
 
     n = sub.add_parser(
         "ensemble",
@@ -393,6 +401,7 @@ def _cmd_ensemble(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from .errors import InputError
     from .evaluation.run import evaluate_cohort
     from .models import default_models_dir
 
@@ -406,17 +415,22 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         )
         return EXIT_ARGS
     models = a.models or default_models_dir()
-    m = evaluate_cohort(
-        a.cohort,
-        models,
-        a.out,
-        name=a.name,
-        workers=a.workers,
-        n_boot=a.n_boot,
-        max_cases=a.max_cases,
-        reuse_segmentation=a.segmentation_from,
-        reports=not a.no_reports,
-    )
+    try:
+        m = evaluate_cohort(
+            a.cohort,
+            models,
+            a.out,
+            name=a.name,
+            workers=a.workers,
+            n_boot=a.n_boot,
+            max_cases=a.max_cases,
+            reuse_segmentation=a.segmentation_from,
+            reports=not a.no_reports,
+            class_cache=a.class_cache,
+        )
+    except InputError as exc:
+        sys.stderr.write(f"osteoscreen: error: {exc}\n")
+        return EXIT_ARGS
     md = a.out / "tables.md"
     if md.exists():
         print(md.read_text())

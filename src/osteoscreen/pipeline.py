@@ -33,6 +33,7 @@ from .labels import UNKNOWN_LEVEL_BASE, id_to_name, name_to_id
 from .models import ModelSet, load_models
 from .results import PatientResult, RoiMeasurement, ScreeningResult, VertebraResult
 from .roi.measure import measure_labelled_body
+from .segmentation.cache import ClassCache
 from .segmentation.classical import check_bodies
 from .segmentation.inference import segment_classes
 from .segmentation.levels import assign_levels, find_bodies
@@ -87,9 +88,19 @@ class Bodies:
 _CROP_MARGIN_MM = 10.0
 
 
-def segment_vertebrae(canon: Volume, models: ModelSet) -> Bodies:
-    """VB-Net tissue classes -> body instances -> levels."""
-    seg = segment_classes(canon, models.coarse, models.fine)
+def segment_vertebrae(
+    canon: Volume, models: ModelSet, class_cache: ClassCache | None = None, case_id: str = ""
+) -> Bodies:
+    """VB-Net tissue classes -> body instances -> levels.
+
+    With ``class_cache`` the class map of ``case_id`` is read from it where present (and
+    written to it where not), so only the post-processing runs again.
+    """
+    seg = class_cache.load(case_id, canon.shape) if class_cache is not None else None
+    if seg is None:
+        seg = segment_classes(canon, models.coarse, models.fine)
+        if class_cache is not None:
+            class_cache.save(case_id, seg)
     # Every class voxel lies in the fine stage's box: the post-processing works on that box
     # (widened in-plane by a margin, all slices kept so that edges and heights stay the
     # volume's), a fifth of a 512 x 512 matrix or less.
@@ -573,11 +584,15 @@ def screen(
     device: str = "cpu",
     kvp: float | None = None,
     reports: bool = True,
+    class_cache: ClassCache | None = None,
+    case_id: str | None = None,
 ) -> ScreeningResult:
     """Screen one study end to end and write its outputs.
 
     ``kvp`` gives the tube voltage where the input does not (NIfTI); a DICOM header's KVP wins.
     ``reports=False`` leaves out the key image and the DICOM SEG and SR (see ``write_outputs``).
+    ``class_cache`` keeps the segmenter's class map under ``case_id`` (default: the input's
+    name) for later runs (see ``segmentation.cache``).
 
     Raises:
         InputError: bad arguments (missing path, unreadable models or segmentation).
@@ -599,7 +614,7 @@ def screen(
             if segmentation is not None:
                 bodies = labels_from_file(Path(segmentation), volume, view)
             else:
-                bodies = segment_vertebrae(canon, models)
+                bodies = segment_vertebrae(canon, models, class_cache, case_id or input_path.name)
         with stages.time("measure"):
             measurements, rois = measure_vertebrae(canon, bodies, config)
         if not measurements:

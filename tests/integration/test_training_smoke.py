@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from osteoscreen.io.volume import read_nifti
 from osteoscreen.models import load_models
 from osteoscreen.synth.cohort import write_cohort
 from osteoscreen.training.densenet import train_densenet
@@ -120,3 +122,22 @@ def test_evaluate_writes_the_study_outputs(tiny_cohort: Path, tmp_path: Path) ->
     with pytest.raises(ValueError, match="another folder"):
         evaluate_cohort(tiny_cohort, tmp_path, out, progress=False, reuse_segmentation=out)
     assert (out / "cases.csv").is_file()
+    # A class cache: the first run writes the class maps, the second reads them; both give
+    # the first run's segmentations and values.
+    cache = tmp_path / "classes"
+    for run in ("eval3", "eval4"):
+        evaluate_cohort(
+            tiny_cohort, tmp_path, tmp_path / run, n_boot=20, progress=False, reports=False, class_cache=cache
+        )
+    assert (cache / "segmenter.json").is_file()
+    for case in sorted((out / "cases").iterdir()):
+        first = json.loads((case / "own" / "summary.json").read_text())
+        if first["status"] == "screened":
+            assert (cache / f"{case.name}.npz").is_file()
+        for run in ("eval3", "eval4"):
+            other = tmp_path / run / "cases" / case.name / "own"
+            assert json.loads((other / "summary.json").read_text()).get("patient") == first.get("patient")
+            if first["status"] == "screened":
+                a = read_nifti(other / "vertebrae_seg.nii.gz", dtype=np.int16).array
+                b = read_nifti(case / "own" / "vertebrae_seg.nii.gz", dtype=np.int16).array
+                assert np.array_equal(a, b)

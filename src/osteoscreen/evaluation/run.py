@@ -84,14 +84,16 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_one(args: tuple[CohortRow, Path, Path, Path | None, bool]) -> dict[str, Any]:
+def _run_one(args: tuple[CohortRow, Path, Path, Path | None, bool, Path | None, str]) -> dict[str, Any]:
     """Screen one case (own segmentation and, where given, the reference one)."""
-    row, models_dir, out, reuse, reports = args
+    row, models_dir, out, reuse, reports, cache_dir, fingerprint = args
     from ..errors import OsteoscreenError
     from ..io.volume import read_nifti
     from ..pipeline import screen
+    from ..segmentation.cache import ClassCache
 
     models = _models(models_dir)
+    cache = ClassCache(cache_dir, fingerprint) if cache_dir is not None else None
     rec: dict[str, Any] = {"case_id": row.case_id, "truth": row.bmd, "raw": row.raw}
     for mode in ("own", "reference"):
         if mode == "reference" and row.label is None:
@@ -102,7 +104,16 @@ def _run_one(args: tuple[CohortRow, Path, Path, Path | None, bool]) -> dict[str,
             earlier = reuse / "cases" / row.case_id / "own" / "vertebrae_seg.nii.gz"
             seg = earlier if earlier.is_file() else None
         try:
-            res = screen(row.image, cdir, models=models, segmentation=seg, kvp=row_kvp(row), reports=reports)
+            res = screen(
+                row.image,
+                cdir,
+                models=models,
+                segmentation=seg,
+                kvp=row_kvp(row),
+                reports=reports,
+                class_cache=cache,
+                case_id=row.case_id,
+            )
         except OsteoscreenError as exc:
             rec[mode] = {"status": "failed", "reason": str(exc)}
             continue
@@ -238,6 +249,7 @@ def evaluate_cohort(
     progress: bool = True,
     reuse_segmentation: Path | None = None,
     reports: bool = True,
+    class_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the pipeline on a cohort; writes the outputs into ``out`` and returns metrics.
 
@@ -247,6 +259,12 @@ def evaluate_cohort(
     segmenter (about a third of a case's time).
     Only valid while the segmenter and the level rules are those that made them.
     ``reports=False`` writes no per-case key image, DICOM SEG or SR (the metrics are the same).
+    ``class_cache`` is a folder for this cohort's VB-Net class maps (``segmentation.cache``):
+    read where present, written where not, so a post-processing change is re-measured without
+    the networks.
+
+    Raises:
+        InputError: ``class_cache`` holds class maps of other VB-Net weights.
     """
     from tqdm import tqdm
 
@@ -269,7 +287,14 @@ def evaluate_cohort(
     reuse = None if reuse_segmentation is None else Path(reuse_segmentation)
     if reuse is not None and reuse.resolve() == out.resolve():
         raise ValueError("the evaluation whose segmentations are reused must be in another folder than --out")
-    jobs = [(r, Path(models_dir), out, reuse, reports) for r in rows]
+    fingerprint = ""
+    if class_cache is not None:
+        from ..segmentation.cache import ClassCache, segmenter_fingerprint
+
+        fingerprint = segmenter_fingerprint(Path(models_dir))
+        ClassCache(Path(class_cache), fingerprint)  # refuses another segmenter's folder up front
+    cache_dir = None if class_cache is None else Path(class_cache)
+    jobs = [(r, Path(models_dir), out, reuse, reports, cache_dir, fingerprint) for r in rows]
     records: list[dict[str, Any]] = []
     bar = tqdm(
         total=len(jobs), desc=f"evaluate {name or cohort.parent.name}", unit="case", disable=not progress
@@ -308,6 +333,7 @@ def evaluate_cohort(
         "n_screened": len(rows) - len(failed),
         "segmentation_reused_from": None if reuse is None else str(reuse),
         "case_reports_written": reports,
+        "class_cache": None if cache_dir is None else str(cache_dir),
         "not_screened": failed,
         **own,
         "segmentation": dice_summary(records),

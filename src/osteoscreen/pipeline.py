@@ -36,7 +36,7 @@ from .roi.measure import measure_labelled_body
 from .segmentation.cache import ClassCache
 from .segmentation.classical import check_bodies
 from .segmentation.inference import segment_classes
-from .segmentation.levels import assign_levels, find_bodies
+from .segmentation.levels import assign_levels, claim_edge_slivers, find_bodies
 from .segmentation.refine import refine_bodies
 from .transforms import muscle_reference, scan_context
 
@@ -115,12 +115,13 @@ def segment_vertebrae(
         raise NotScreenableError("no vertebral body found in the image (is the spine in the field of view?)")
     inst, _ = refine_bodies(inst, classes, canon.array[crop], canon.spacing)
     levels = assign_levels(classes, bodies, canon.spacing)
+    slivers = claim_edge_slivers(classes, inst, bodies, levels.ids, canon.array[crop], canon.spacing)
     lut = np.zeros(int(inst.max()) + 1, dtype=np.int16)
     for mask_label, vid in levels.ids.items():
         lut[mask_label] = vid
     labels = np.zeros(canon.shape, dtype=np.int16)
     labels[crop] = lut[inst]
-    edge = {levels.ids[b.mask_label]: b.touches_edge for b in bodies}
+    edge = {levels.ids[b.mask_label]: b.touches_edge for b in bodies + slivers}
     warnings = seg.warnings + levels.warnings
     if seg.column is not None:
         off = check_bodies(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from osteoscreen.labels import SegClass, name_to_id
-from osteoscreen.segmentation.levels import assign_levels, find_bodies
+from osteoscreen.segmentation.levels import assign_levels, claim_edge_slivers, find_bodies
 
 SP = (2.0, 2.0, 2.0)
 
@@ -275,3 +275,76 @@ def test_a_rib_whose_head_was_called_posterior_element_still_marks_its_body() ->
         name_to_id(n) for n in ("T11", "T12", "L1", "L2", "L3", "L4", "L5")
     ]
     assert la.confidence == 1.0
+
+
+def _hu(cls: np.ndarray) -> np.ndarray:
+    """CT numbers for a class map: bone 400 HU, everything else fat."""
+    bone = (cls == SegClass.BODY) | (cls == SegClass.SACRUM)
+    return np.where(bone, 400.0, -100.0).astype(np.float32)
+
+
+def _chest_scan_ending_below(l1_gap: int) -> np.ndarray:
+    """T10-T12 (ribs) and L1, the scan's bottom edge ``l1_gap`` slices below L1."""
+    cls = _column(4, [True, True, True, False], sacrum=False)
+    l1_bottom = (cls.shape[2] - 3) - 3 * 10 - 8
+    return cls[:, :, l1_bottom - l1_gap :].copy()
+
+
+def test_the_endplate_of_a_body_cut_by_the_bottom_edge_is_that_body() -> None:
+    # The scan ends one slice into L2; the network called that slice (its dense endplate) sacrum.
+    cls = _chest_scan_ending_below(3)
+    cls[40:50, 20:30, 0] = SegClass.SACRUM
+    inst, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert [la.ids[b.mask_label] for b in bodies][-1] == name_to_id("L1")
+    added = claim_edge_slivers(cls, inst, bodies, la.ids, _hu(cls), SP)
+    assert len(added) == 1 and added[0].touches_edge and added[0].z_range == (0, 0)
+    assert la.ids[added[0].mask_label] == name_to_id("L2")
+    assert (inst[40:50, 20:30, 0] == added[0].mask_label).all()
+
+
+def test_bone_at_the_bottom_edge_below_l5_stays_sacrum() -> None:
+    # T12 (ribs), L1-L5, then one slice of S1 at the edge, as narrow as a body: the sacrum.
+    cls = _column(6, [True, False, False, False, False, False], sacrum=False)
+    l5_bottom = (cls.shape[2] - 3) - 5 * 10 - 8
+    cls = cls[:, :, l5_bottom - 3 :].copy()
+    cls[40:50, 20:30, 0] = SegClass.SACRUM
+    inst, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[-1].mask_label] == name_to_id("L5")
+    before = inst.copy()
+    assert claim_edge_slivers(cls, inst, bodies, la.ids, _hu(cls), SP) == []
+    assert np.array_equal(inst, before)
+
+
+def test_a_wide_blob_or_a_few_voxels_at_the_edge_is_not_a_sliver() -> None:
+    # Sacrum-like bone three times the body's width (alae, or a leak) is not L2's endplate,
+    # nor are a few stray voxels under the column.
+    for patch in ((slice(25, 65), slice(15, 35)), (slice(44, 46), slice(24, 26))):
+        cls = _chest_scan_ending_below(3)
+        cls[patch[0], patch[1], 0] = SegClass.SACRUM
+        inst, bodies = find_bodies(cls, SP)
+        la = assign_levels(cls, bodies, SP)
+        assert claim_edge_slivers(cls, inst, bodies, la.ids, _hu(cls), SP) == []
+    # Nor is "body" the network saw in fat at the top edge (above T1 of a synthetic chest).
+    cls = _column(6, [True, False, False, False, False, False], sacrum=True)
+    cls[40:50, 20:30, -1] = SegClass.BODY
+    inst, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    hu = _hu(cls)
+    hu[:, :, -1] = -110.0
+    assert claim_edge_slivers(cls, inst, bodies, la.ids, hu, SP) == []
+
+
+def test_a_sliver_at_the_top_edge_under_the_least_body_volume_is_the_level_above() -> None:
+    # A lumbar scan: T12 (ribs), L1-L5, sacrum; one slice of T11 (0.8 ml, under find_bodies'
+    # least volume of 1 ml) at the top edge.
+    cls = _column(6, [True, False, False, False, False, False], sacrum=True)
+    cls[40:50, 20:30, -1] = SegClass.BODY
+    inst, bodies = find_bodies(cls, SP)
+    assert len(bodies) == 6
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[0].mask_label] == name_to_id("T12")
+    added = claim_edge_slivers(cls, inst, bodies, la.ids, _hu(cls), SP)
+    assert [la.ids[b.mask_label] for b in added] == [name_to_id("T11")]
+    assert added[0].z_range == (cls.shape[2] - 1, cls.shape[2] - 1)

@@ -121,33 +121,38 @@ def _run_one(args: tuple[CohortRow, Path, Path, Path | None, bool, Path | None, 
         if mode == "own" and row.label is not None and row.label.exists():
             pred = read_nifti(cdir / "vertebrae_seg.nii.gz", dtype=np.int16).array
             ref = read_nifti(row.label, dtype=np.int16).array
-            from ..labels import name_to_id
-
-            ids = [name_to_id(n) for n in DICE_LEVELS]
-            rec["dice"] = {str(k): v for k, v in dice_per_label(pred, ref, ids).items()}
-            rec["levels"] = level_agreement(pred, ref)
-            pairs = body_matches(pred, ref)
-            rec["matches"] = {_level_name(a): _level_name(b) for a, b in pairs.items()}
-            # Outline quality whatever the level: each reference body against the body of ours
-            # that overlaps it most (ours may carry another id, or V1, V2, ...).
-            ours: dict[int, tuple[int, int]] = {}
-            for a, b in pairs.items():
-                overlap = int(((pred == a) & (ref == b)).sum())
-                if b not in ours or overlap > ours[b][1]:
-                    ours[b] = (a, overlap)
-            rec["dice_matched"] = {
-                n: _dice(pred == ours[name_to_id(n)][0], ref == name_to_id(n))
-                if name_to_id(n) in ours
-                else 0.0
-                for n in DICE_LEVELS
-                if (ref == name_to_id(n)).any()
-            }
+            rec.update(segmentation_scores(pred, ref))
         del res
     own, ref = rec.get("own", {}), rec.get("reference", {})
     if own.get("status") == "screened" and ref.get("status") == "screened":
         rec["hu_error"] = hu_errors(own, ref, rec.get("matches"))
         rec["level_confidence"] = own["input"].get("level_confidence")
     return rec
+
+
+def segmentation_scores(pred: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """Dice by level (T12-L4), level agreement, body pairing and Dice by overlap of one case."""
+    from ..labels import name_to_id
+
+    ids = [name_to_id(n) for n in DICE_LEVELS]
+    pairs = body_matches(pred, ref)
+    # Outline quality whatever the level: each reference body against the body of ours that
+    # overlaps it most (ours may carry another id, or V1, V2, ...).
+    ours: dict[int, tuple[int, int]] = {}
+    for a, b in pairs.items():
+        overlap = int(((pred == a) & (ref == b)).sum())
+        if b not in ours or overlap > ours[b][1]:
+            ours[b] = (a, overlap)
+    return {
+        "dice": {str(k): v for k, v in dice_per_label(pred, ref, ids).items()},
+        "levels": level_agreement(pred, ref),
+        "matches": {_level_name(a): _level_name(b) for a, b in pairs.items()},
+        "dice_matched": {
+            n: _dice(pred == ours[name_to_id(n)][0], ref == name_to_id(n)) if name_to_id(n) in ours else 0.0
+            for n in DICE_LEVELS
+            if (ref == name_to_id(n)).any()
+        },
+    }
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

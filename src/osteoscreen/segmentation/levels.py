@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..labels import UNKNOWN_LEVEL_BASE, SegClass, name_to_id
+from ..labels import UNKNOWN_LEVEL_BASE, SegClass, id_to_name, name_to_id
 
-__all__ = ["BodyInstance", "LevelAssignment", "assign_levels", "find_bodies"]
+__all__ = ["BodyInstance", "LevelAssignment", "assign_levels", "claim_edge_slivers", "find_bodies"]
 
 log = logging.getLogger(__name__)
 
@@ -616,3 +616,104 @@ def assign_levels(
                 f"body {b.index} counts beyond the C1-L5 range from its anchor; reported as V{b.index}"
             )
     return LevelAssignment(ids, confidence, cues, warnings)
+
+
+#: A body that the scan's top or bottom edge cuts to a sliver (its endplate and a few slices)
+#: is at most this high (mm) ...
+_EDGE_SLIVER_MAX_MM = 10.0
+#: ... lies within this distance (mm) of the named body next to it (a disc between them) ...
+_EDGE_SLIVER_GAP_MM = 20.0
+#: ... and this share of its voxels or more lie within that body's outline seen from above
+#: (the rest of its blob would be the sacrum's alae or a leak) ...
+_EDGE_SLIVER_FOOTPRINT = 0.5
+#: ... and it holds at least this share of a slice of that outline ...
+_EDGE_SLIVER_MIN_AREA = 0.25
+#: ... and is bone on average (HU): an endplate is several hundred, disc and fat below 100.
+_EDGE_SLIVER_MIN_HU = 100.0
+
+
+def claim_edge_slivers(
+    classes: np.ndarray,
+    inst: np.ndarray,
+    bodies: list[BodyInstance],
+    ids: dict[int, int],
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+) -> list[BodyInstance]:
+    """Label the bone the scan's edge cut from the next body as that body (``inst``, ``ids``).
+
+    At the scan's bottom edge the network calls the dense endplate of a body cut to one or two
+    slices "sacrum": the only bone it saw at that edge in training (chest scans ending at L2:
+    test-1003-0058 and -0074, 1 mm slices). At the top edge such a sliver stays under
+    ``find_bodies``' least volume. Below a body named C1-L4, or above one named C3-L5, bone
+    (body or sacrum class, in no body yet) that touches the edge, is at most
+    ``_EDGE_SLIVER_MAX_MM`` high, lies under the column's outline, fills a quarter of a
+    slice of it and is bone on average (``hu``, on the grid of ``classes``) is the next level.
+    Where the named body itself reaches the bottom edge, its footprint's sacrum there is its own.
+    Returns the bodies added (all touching the edge: never measured, only shown and scored).
+    """
+    added: list[BodyInstance] = []
+    named = [b for b in bodies if ids.get(b.mask_label, UNKNOWN_LEVEL_BASE) < UNKNOWN_LEVEL_BASE]
+    if not named:
+        return added
+    nz = classes.shape[2]
+    bone = (classes == SegClass.BODY) | (classes == SegClass.SACRUM)
+    for nb, edge, step in ((named[-1], 0, 1), (named[0], nz - 1, -1)):
+        pos = _ORDER.index(id_to_name(ids[nb.mask_label])) + step
+        if not 0 <= pos < len(_ORDER) or _ORDER[pos] == "C1":
+            continue  # below L5 lies the sacrum; C1 has no body
+        z0, z1 = nb.z_range
+        reach = int(round((_EDGE_SLIVER_MAX_MM + _EDGE_SLIVER_GAP_MM) / spacing[2]))
+        ks = slice(0, min(nz, reach)) if edge == 0 else slice(max(0, nz - reach), nz)
+        own = inst[:, :, ks] == nb.mask_label
+        # The outline seen from above: the named body's, and that of the nearest body the edge
+        # does not cut (a cut body's own outline may be a small part of the column's).
+        whole_bodies = [b.mask_label for b in named if not b.touches_edge]
+        near = [nb.mask_label] + (
+            [whole_bodies[-1] if edge == 0 else whole_bodies[0]] if whole_bodies else []
+        )
+        footprint: np.ndarray = np.asarray(np.isin(inst, near).any(axis=2))
+        cand = bone[:, :, ks] & (inst[:, :, ks] == 0) & footprint[:, :, None]
+        if not cand.any():
+            continue
+        lab, _ = ndimage.label(cand)
+        # The blobs the candidates belong to, outline or not: a piece that is only the part of
+        # a wider blob under the outline (the sacrum with its alae) is not a body's end.
+        whole, _ = ndimage.label(bone[:, :, ks] & (inst[:, :, ks] == 0))
+        at_edge = np.unique(lab[:, :, 0 if edge == 0 else -1])
+        for lbl in at_edge[at_edge > 0]:
+            piece = lab == lbl
+            kk = np.nonzero(piece.any(axis=(0, 1)))[0] + ks.start
+            if (kk.max() - kk.min() + 1) * spacing[2] > _EDGE_SLIVER_MAX_MM:
+                continue
+            if piece.sum() < _EDGE_SLIVER_MIN_AREA * footprint.sum():
+                continue  # a few voxels, not a slice of a body
+            if float(hu[:, :, ks][piece].mean()) < _EDGE_SLIVER_MIN_HU:
+                continue  # not bone: the network's "body" in the fat above T1 of a synthetic chest
+            full = np.isin(whole, np.unique(whole[piece]))
+            if piece.sum() < _EDGE_SLIVER_FOOTPRINT * full.sum():
+                continue
+            sl = (slice(None), slice(None), ks)
+            touching = bool((ndimage.binary_dilation(piece) & own).any())
+            if touching and edge == 0 and z0 == 0:
+                inst[sl][piece] = nb.mask_label  # the named body's own cut end
+                continue
+            gap = (z0 - kk.max() - 1) if edge == 0 else (kk.min() - z1 - 1)
+            if touching or gap * spacing[2] > _EDGE_SLIVER_GAP_MM:
+                continue
+            label = int(inst.max()) + 1
+            inst[sl][piece] = label
+            ids[label] = name_to_id(_ORDER[pos])
+            ii, jj, kk2 = np.nonzero(piece)
+            body = BodyInstance(
+                0,
+                label,
+                int(piece.sum()),
+                (float(ii.mean()), float(jj.mean()), float(kk2.mean() + ks.start)),
+                (int(kk.min()), int(kk.max())),
+                True,
+            )
+            added.append(body)
+            log.info("a sliver of %s at the scan's edge (slices %d-%d) kept", _ORDER[pos], *body.z_range)
+            break
+    return added

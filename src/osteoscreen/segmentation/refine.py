@@ -1,6 +1,6 @@
 """Anatomical clean-up of the body instances the VB-Net finds (canonical RAS grid, +y anterior).
 
-Four rules a vertebral body obeys whatever the network learnt:
+Five rules a vertebral body obeys whatever the network learnt:
 
 - it is solid: holes inside a body and deep bays of its outline (where the network was unsure
   of dense trabecular patches or a bone island) are body;
@@ -16,7 +16,11 @@ Four rules a vertebral body obeys whatever the network learnt:
   shell. Bodies with metal in them, and rays on which no shell stands out, are left alone;
 - its outline is bone: outline voxels darker than 100 HU and no brighter than the body inside
   them are soft tissue or disc and are peeled off (at most 3 mm deep), so that the 3 mm
-  erosion of the trabecular ROI starts from the cortex, not from the fat around it.
+  erosion of the trabecular ROI starts from the cortex, not from the fat around it;
+- its side walls end at the cortex's edge: where the scanner's kernel blurred the cortex into
+  the tissue beyond it (a voxel or two of 150-300 HU), the outline keeps only the voxels
+  brighter than half-way between the cortex and that tissue, the usual edge of a blurred
+  object. The network, working at 2 mm, put its outline about one fine voxel beyond it.
 """
 
 from __future__ import annotations
@@ -67,6 +71,11 @@ _MAX_PIXEL_MM = 1.25
 _METAL_HU = 2000.0
 #: A ray's ring nearer the centre than this share of the slice's median ring is a bone island.
 _RING_MIN_SHARE = 0.7
+#: Half-maximum edge of the side walls: window (mm) for the cortex and the tissue beyond it,
+#: the least contrast (HU) between them that makes an edge, and how deep (mm) it may trim.
+_EDGE_WINDOW_MM = 3.0
+_EDGE_CONTRAST_HU = 150.0
+_EDGE_MAX_PEEL_MM = 1.5
 #: A slice without a cortex ring of its own (an endplate) takes the cut of a slice this near (mm).
 _BORROW_MM = 6.0
 
@@ -151,6 +160,37 @@ def _peel_soft_rim(body: np.ndarray, hu: np.ndarray, spacing: tuple[float, float
             if not soft.any():
                 break
             out = out & ~soft
+    return out  # type: ignore[no-any-return]
+
+
+def _peel_to_half_max(body: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Trim the side walls to the cortex's half-maximum edge.
+
+    A blurred edge lies where the CT number is half-way between the bright side (the cortex) and
+    the dark side (the soft tissue or canal beyond it). Outline voxels darker than that midpoint
+    are partial volume outside the bone: the network's outline, at its 2 mm working spacing,
+    runs on average about one fine voxel beyond it. Each outline voxel is compared with the
+    brightest body voxel and the mean of the non-body voxels within ``_EDGE_WINDOW_MM``
+    in-plane; where the two differ by less than ``_EDGE_CONTRAST_HU`` (a pedicle, bone beside
+    bone) there is no edge to find and the voxel stays. At most ``_EDGE_MAX_PEEL_MM`` deep.
+    """
+    own = ndimage.uniform_filter(hu.astype(np.float32), size=(1, 1, 3))
+    r = [max(1, int(round(_EDGE_WINDOW_MM / s))) for s in spacing[:2]]
+    size = (2 * r[0] + 1, 2 * r[1] + 1, 1)
+    shell = ndimage.maximum_filter(np.where(body, own, -2000.0).astype(np.float32), size=size)
+    outside_w = ndimage.uniform_filter((~body).astype(np.float32), size=size)
+    outside = ndimage.uniform_filter(np.where(body, 0.0, own).astype(np.float32), size=size)
+    outside = outside / np.maximum(outside_w, 1e-6)
+    edge = (outside_w > 0.05) & (shell - outside >= _EDGE_CONTRAST_HU) & (own < 0.5 * (shell + outside))
+    step = np.zeros((3, 3, 1), dtype=bool)
+    step[1, :, 0] = step[:, 1, 0] = True
+    out = body
+    for _ in range(max(1, int(round(_EDGE_MAX_PEEL_MM / min(spacing[:2]))))):
+        rim = out & ~ndimage.binary_erosion(out, structure=step)
+        drop = rim & edge
+        if not drop.any():
+            break
+        out = out & ~drop
     return out  # type: ignore[no-any-return]
 
 
@@ -315,7 +355,8 @@ def refine_bodies(
     inst: np.ndarray, classes: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float]
 ) -> tuple[np.ndarray, dict[int, list[str]]]:
     """Fill each body's holes, extend it back to its spinal canal, cut it back to its cortex where
-    it ran into a vessel, peel soft tissue off its outline.
+    it ran into a vessel, peel soft tissue off its outline, trim its side walls to the cortex's
+    half-maximum edge.
 
     Args:
         inst: body instance map (0 background, 1..n bodies).
@@ -377,6 +418,12 @@ def refine_bodies(
         if peeled.sum() < body.sum():
             body = peeled
             done.append("soft_rim_peeled")
+        tight = _tight(body)
+        trimmed = body.copy()
+        trimmed[tight] = _peel_to_half_max(body[tight], hu[box][tight], spacing)
+        if trimmed.sum() < body.sum():
+            body = trimmed
+            done.append("trimmed_to_half_max")
         if done:
             region = out[box]
             region[region == lbl] = 0

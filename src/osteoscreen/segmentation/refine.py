@@ -406,24 +406,18 @@ def refine_bodies(
                 if add.any():
                     body = body | add
                     done.append("extended_to_canal")
-        tight = _tight(body)
-        cut = body.copy()
-        cut[tight] = _cut_beyond_cortex(body[tight], hu[box][tight], spacing)
-        if cut.sum() < body.sum():
-            body = cut
-            done.append("cut_beyond_cortex")
-        tight = _tight(body)
-        peeled = body.copy()
-        peeled[tight] = _peel_soft_rim(body[tight], hu[box][tight], spacing)
-        if peeled.sum() < body.sum():
-            body = peeled
-            done.append("soft_rim_peeled")
-        tight = _tight(body)
-        trimmed = body.copy()
-        trimmed[tight] = _peel_to_half_max(body[tight], hu[box][tight], spacing)
-        if trimmed.sum() < body.sum():
-            body = trimmed
-            done.append("trimmed_to_half_max")
+        # The rules that only take voxels away, in turn, each inside the body's own box.
+        for shrink, note in (
+            (_cut_beyond_cortex, "cut_beyond_cortex"),
+            (_peel_soft_rim, "soft_rim_peeled"),
+            (_peel_to_half_max, "trimmed_to_half_max"),
+        ):
+            tight = _tight(body)
+            smaller = body.copy()
+            smaller[tight] = shrink(body[tight], hu[box][tight], spacing)
+            if smaller.sum() < body.sum():
+                body = smaller
+                done.append(note)
         if done:
             region = out[box]
             region[region == lbl] = 0

@@ -348,3 +348,21 @@ def test_a_sliver_at_the_top_edge_under_the_least_body_volume_is_the_level_above
     added = claim_edge_slivers(cls, inst, bodies, la.ids, _hu(cls), SP)
     assert [la.ids[b.mask_label] for b in added] == [name_to_id("T11")]
     assert added[0].z_range == (cls.shape[2] - 1, cls.shape[2] - 1)
+
+
+def test_six_rib_free_bodies_below_the_last_rib_without_a_sacrum_end_at_l5() -> None:
+    # T11 (ribs), T12 without its rib, L1-L5 and no sacrum in view: read as with the sacrum,
+    # an absent 12th rib rather than an L6, so the lowest body is L5 and none is left unnamed.
+    cls = _column(7, [True] + [False] * 6, sacrum=False)
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    names = [la.ids[b.mask_label] for b in bodies]
+    assert names == [name_to_id(n) for n in ("T11", "T12", "L1", "L2", "L3", "L4", "L5")]
+    assert la.confidence == 0.6
+    assert any("transitional" in w and "L5" in w for w in la.warnings)
+    # Five rib-free bodies keep the last rib as T12.
+    cls = _column(6, [True] + [False] * 5, sacrum=False)
+    _, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[0].mask_label] == name_to_id("T12")
+    assert la.confidence == 0.8

@@ -23,6 +23,9 @@ When both anchors exist and disagree the confidence drops and one of them wins:
   larger, surer structure;
 - fewer than 4 or more than 6: no anatomy explains it, the rib cue is wrong; the sacrum wins.
 
+With the last rib alone, six rib-free bodies below it are read the same way as six above the
+sacrum: the lowest is L5.
+
 Sacral segments the network calls body (between the sacral alae) are not vertebral bodies
 and are left out.
 When neither anchor exists, the bodies are still returned, numbered V1, V2, ... from the top
@@ -590,7 +593,20 @@ def assign_levels(
         else:
             base, base_name = anchor_sac, "L5"
     elif anchor_rib is not None:
-        base, base_name, confidence = anchor_rib, "T12", 0.8
+        below = n - 1 - anchor_rib
+        if below == _MAX_LUMBAR_BODIES + 1:
+            # Six rib-free bodies under the last rib and no sacrum in view: read as with the
+            # sacrum (six above it), an absent or missed 12th rib, not an L6. The lowest is L5
+            # (test-1003-0144, a lumbar scan ending 4 mm below L5 whose spine has no 12th rib,
+            # had every level one off and its L5 reported as V7).
+            base, base_name, confidence = n - 1, "L5", 0.6
+            warnings.append(
+                f"{below} rib-free bodies below the last rib-bearing one and no sacrum in view: "
+                "transitional anatomy suspected (an absent 12th rib or a sixth lumbar vertebra); "
+                "the lowest is taken as L5"
+            )
+        else:
+            base, base_name, confidence = anchor_rib, "T12", 0.8
     elif anchor_sac is not None:
         base, base_name, confidence = anchor_sac, "L5", 0.8
     else:

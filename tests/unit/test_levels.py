@@ -366,3 +366,20 @@ def test_six_rib_free_bodies_below_the_last_rib_without_a_sacrum_end_at_l5() -> 
     la = assign_levels(cls, bodies, SP)
     assert la.ids[bodies[0].mask_label] == name_to_id("T12")
     assert la.confidence == 0.8
+
+
+def test_the_last_rib_passing_the_body_below_at_the_scan_edge_does_not_mark_it() -> None:
+    # A chest scan ending in L1: T12's rib runs down from T12's height and passes 8-16 mm
+    # beside L1's top corner (within its head zone), a whole rib of 2 ml. It is T12's rib: L1
+    # stays rib-free, so the last rib anchors the levels (test-1003-0051 had no level named).
+    cls = _column(3, [True, True, False], sacrum=False)
+    ks = sorted({int(k) for k in np.where((cls == SegClass.BODY).any(axis=(0, 1)))[0]}, reverse=True)
+    t12_mid, l1_mid = ks[12], ks[20]
+    for z in range(t12_mid, l1_mid - 1, -1):  # out by a voxel every two slices down
+        out = 4 + (t12_mid - z) // 2
+        cls[40 - out - 4 : 40 - out, 12:17, z] = SegClass.RIB
+        cls[50 + out : 50 + out + 4, 12:17, z] = SegClass.RIB
+    _, bodies = find_bodies(cls, SP)
+    assert [b.rib_bearing for b in bodies] == [True, True, False]
+    la = assign_levels(cls, bodies, SP)
+    assert [la.ids[b.mask_label] for b in bodies] == [name_to_id(n) for n in ("T11", "T12", "L1")]

@@ -376,9 +376,10 @@ def _mark_rib_bearing(
 ) -> None:
     """A body bears ribs when a rib reaches its posterolateral corner and runs on outwards.
 
-    Two conditions, against two known confusions: the head zone is narrow (the shaft of the
-    rib above passes farther out), and the rib piece in it must be a rib (at least
-    ``_RIB_MIN_ML`` or reaching ``_RIB_MIN_REACH_MM`` beyond the zone), not a lumbar
+    Three conditions, against known confusions: the head zone is narrow (the shaft of the
+    rib above passes farther out) and a rib piece counts only where its top lies within the
+    body's height (the shaft of the rib above starts higher), and the piece must be a rib (at
+    least ``_RIB_MIN_ML`` or reaching ``_RIB_MIN_REACH_MM`` beyond the zone), not a lumbar
     transverse process taken for one.
     """
     rib = classes == SegClass.RIB
@@ -404,6 +405,12 @@ def _mark_rib_bearing(
         k0, k1 = max(0, z0 - zpad), min(classes.shape[2], z1 + 1 + zpad)
         zone = ribs[i0:i1, j0:j1, k0:k1]
         ids, counts = np.unique(zone[zone > 0], return_counts=True)
+        # Ribs run down and out from their heads: a piece whose top lies above this body's is
+        # the shaft of a higher rib passing the zone (the 12th rib beside L1 at a chest scan's
+        # bottom edge, test-1003-0051 and independent-2002-0182: every body then looked
+        # rib-bearing and no level was named).
+        own_level = np.array([rib_boxes[i - 1][2].stop - 1 <= z1 + zpad for i in ids], dtype=bool)
+        ids, counts = ids[own_level], counts[own_level]
         if counts.sum() * voxel_ml < _RIB_HEAD_MIN_ML:
             b.rib_bearing = False
             continue

@@ -78,6 +78,9 @@ _EDGE_CONTRAST_HU = 150.0
 _EDGE_MAX_PEEL_MM = 1.5
 #: A slice without a cortex ring of its own (an endplate) takes the cut of a slice this near (mm).
 _BORROW_MM = 6.0
+#: One layer of a side wall: the in-plane 4-neighbourhood, never across slices.
+_IN_PLANE_STEP = np.zeros((3, 3, 1), dtype=bool)
+_IN_PLANE_STEP[1, :, 0] = _IN_PLANE_STEP[:, 1, 0] = True
 
 
 def _convex_hull_2d(sl: np.ndarray) -> np.ndarray:
@@ -141,8 +144,7 @@ def _peel_soft_rim(body: np.ndarray, hu: np.ndarray, spacing: tuple[float, float
     out = body
     for across, along in (((3, 3, 1), (1, 1, 3)), ((1, 1, 3), (3, 3, 1))):
         if across == (3, 3, 1):
-            step = np.zeros(across, dtype=bool)
-            step[1, :, 0] = step[:, 1, 0] = True
+            step = _IN_PLANE_STEP
             layer_mm = min(spacing[:2])
         else:
             step = np.ones(across, dtype=bool)
@@ -182,11 +184,9 @@ def _peel_to_half_max(body: np.ndarray, hu: np.ndarray, spacing: tuple[float, fl
     outside = ndimage.uniform_filter(np.where(body, 0.0, own).astype(np.float32), size=size)
     outside = outside / np.maximum(outside_w, 1e-6)
     edge = (outside_w > 0.05) & (shell - outside >= _EDGE_CONTRAST_HU) & (own < 0.5 * (shell + outside))
-    step = np.zeros((3, 3, 1), dtype=bool)
-    step[1, :, 0] = step[:, 1, 0] = True
     out = body
     for _ in range(max(1, int(round(_EDGE_MAX_PEEL_MM / min(spacing[:2]))))):
-        rim = out & ~ndimage.binary_erosion(out, structure=step)
+        rim = out & ~ndimage.binary_erosion(out, structure=_IN_PLANE_STEP)
         drop = rim & edge
         if not drop.any():
             break

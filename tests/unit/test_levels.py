@@ -383,3 +383,34 @@ def test_the_last_rib_passing_the_body_below_at_the_scan_edge_does_not_mark_it()
     assert [b.rib_bearing for b in bodies] == [True, True, False]
     la = assign_levels(cls, bodies, SP)
     assert [la.ids[b.mask_label] for b in bodies] == [name_to_id(n) for n in ("T11", "T12", "L1")]
+
+
+def test_a_merged_column_is_cut_only_at_its_joints() -> None:
+    # T11 and T12 (ribs; 12 mm tall), then L1-L5 (20 mm tall) joined into one component by body
+    # voxels around the rim of each disc, and the sacrum. The height count alone (116 mm over
+    # the 12 mm median body) asks for nine cuts: five of them would fall inside bodies.
+    nz = 2 * 8 + 5 * 12 + 10
+    cls = np.zeros((90, 40, nz), dtype=np.uint8)
+    z1 = nz - 2
+    for _ in ("T11", "T12"):
+        z0 = z1 - 6
+        cls[40:50, 20:30, z0:z1] = SegClass.BODY
+        cls[10:30, 12:16, z0 + 1 : z0 + 5] = SegClass.RIB
+        cls[60:80, 12:16, z0 + 1 : z0 + 5] = SegClass.RIB
+        cls[40:50, 20:30, z0 - 2 : z0] = SegClass.DISC
+        z1 = z0 - 2
+    for i in range(5):
+        z0 = z1 - 10
+        cls[40:50, 20:30, z0:z1] = SegClass.BODY
+        if i < 4:
+            cls[40:50, 20:30, z0 - 2 : z0] = SegClass.BODY  # the rim of the disc taken for body
+            cls[41:49, 21:29, z0 - 2 : z0] = SegClass.DISC
+        z1 = z0 - 2
+    cls[35:55, 15:32, 0 : z1 + 2 - 2] = SegClass.SACRUM
+    _, bodies = find_bodies(cls, SP)
+    assert len(bodies) == 7
+    la = assign_levels(cls, bodies, SP)
+    assert [la.ids[b.mask_label] for b in bodies] == [
+        name_to_id(n) for n in ("T11", "T12", "L1", "L2", "L3", "L4", "L5")
+    ]
+    assert la.confidence == 1.0

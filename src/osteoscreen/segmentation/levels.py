@@ -376,6 +376,10 @@ _JOINT_REACH_MM = 2.5
 #: A cut "sees a disc" where the disc under the footprint near it covers at least this share of
 #: the component's median cross-section.
 _JOINT_DISC_SHARE = 0.1
+#: Slices thicker than this (mm) can lose a thoracic disc (3-5 mm high) to partial volume
+#: altogether: there a cut needs no disc beside it (test-1003-0002, 5 mm slices: the cut
+#: between T3 and T4 had 5 disc voxels within a slice of it).
+_JOINT_MAX_SLICE_MM = 2.5
 #: A cut is a waist where the component's cross-section there is at most this share of its
 #: median one.
 _JOINT_WAIST = 0.5
@@ -392,9 +396,10 @@ def _joints_only(
     (test-1003-0091: a 224 mm lumbar column cut at eight places, three of them with no disc
     within 2 mm and two of those through a full cross-section). Where at least one cut of the
     component has a disc beside it, a cut with neither a disc nor a waist is dropped. A
-    component with no disc at any cut keeps its cuts: height is then the only evidence.
+    component with no disc at any cut keeps its cuts (height is then the only evidence), and
+    so do components on slices too thick to show a disc.
     """
-    if not chosen:
+    if not chosen or spacing[2] > _JOINT_MAX_SLICE_MM:
         return chosen
     area = comp.sum(axis=(0, 1)).astype(float)
     median_area = float(np.median(area[area > 0]))

@@ -414,3 +414,21 @@ def test_a_merged_column_is_cut_only_at_its_joints() -> None:
         name_to_id(n) for n in ("T11", "T12", "L1", "L2", "L3", "L4", "L5")
     ]
     assert la.confidence == 1.0
+
+
+def test_a_body_joined_to_false_bone_beside_it_keeps_its_part_on_the_column() -> None:
+    # T12 (ribs), L1-L5, sacrum; the network called 60 mm of soft tissue beside L1 "body" too:
+    # the joined component's centroid lies 30 mm off the column.
+    cls = _column(6, [True] + [False] * 5, sacrum=True)
+    l1 = np.where((cls[45, 25] == SegClass.BODY))[0]
+    l1 = l1[(l1 < l1.max() - 9) & (l1 >= l1.max() - 17)]  # the second body from the top
+    cls[50:80, 20:30, l1.min() : l1.max() + 1] = SegClass.BODY
+    inst, bodies = find_bodies(cls, SP)
+    assert len(bodies) == 6
+    la = assign_levels(cls, bodies, SP)
+    assert [la.ids[b.mask_label] for b in bodies] == [
+        name_to_id(n) for n in ("T12", "L1", "L2", "L3", "L4", "L5")
+    ]
+    # What lies beyond 30 mm of the column's axis is not part of L1.
+    assert not inst[61:, :, :].any()
+    assert inst[40:50, 20:30, l1.min() : l1.max() + 1].all()

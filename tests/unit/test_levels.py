@@ -420,7 +420,7 @@ def test_a_body_joined_to_false_bone_beside_it_keeps_its_part_on_the_column() ->
     # T12 (ribs), L1-L5, sacrum; the network called 60 mm of soft tissue beside L1 "body" too:
     # the joined component's centroid lies 30 mm off the column.
     cls = _column(6, [True] + [False] * 5, sacrum=True)
-    l1 = np.where((cls[45, 25] == SegClass.BODY))[0]
+    l1 = np.where(cls[45, 25] == SegClass.BODY)[0]
     l1 = l1[(l1 < l1.max() - 9) & (l1 >= l1.max() - 17)]  # the second body from the top
     cls[50:80, 20:30, l1.min() : l1.max() + 1] = SegClass.BODY
     inst, bodies = find_bodies(cls, SP)

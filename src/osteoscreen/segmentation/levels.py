@@ -446,10 +446,11 @@ _JOINT_REACH_MM = 2.5
 #: A cut "sees a disc" where the disc under the footprint near it covers at least this share of
 #: the component's median cross-section.
 _JOINT_DISC_SHARE = 0.1
-#: Slices thicker than this (mm) can lose a thoracic disc (3-5 mm high) to partial volume
-#: altogether: there a cut needs no disc beside it (test-1003-0002, 5 mm slices: the cut
+#: Slices farther apart than this (mm) can miss a disc altogether: a disc holds a slice centre
+#: only where the slices lie no farther apart than it is high, and thoracic discs are 3-5 mm
+#: high. There a cut needs no disc beside it (test-1003-0002, 5 mm slices: the real cut
 #: between T3 and T4 had 5 disc voxels within a slice of it).
-_JOINT_MAX_SLICE_MM = 2.5
+_JOINT_MAX_SLICE_MM = 3.0
 #: A cut is a waist where the component's cross-section there is at most this share of its
 #: median one.
 _JOINT_WAIST = 0.5

@@ -406,7 +406,7 @@ def test_a_merged_column_is_cut_only_at_its_joints() -> None:
             cls[40:50, 20:30, z0 - 2 : z0] = SegClass.BODY  # the rim of the disc taken for body
             cls[41:49, 21:29, z0 - 2 : z0] = SegClass.DISC
         z1 = z0 - 2
-    cls[35:55, 15:32, 0 : z1 + 2 - 2] = SegClass.SACRUM
+    cls[35:55, 15:32, 0:z1] = SegClass.SACRUM
     _, bodies = find_bodies(cls, SP)
     assert len(bodies) == 7
     la = assign_levels(cls, bodies, SP)

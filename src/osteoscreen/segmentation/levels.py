@@ -406,22 +406,25 @@ def _split_merged(
             continue
         comp = lab[o] == i + 1
         area = comp.sum(axis=(0, 1)).astype(float)
+        score = area
+        disc_area = None
         if disc is not None:
             # Disc voxels under the component's footprint, slice by slice.
             foot = comp.any(axis=2)
-            area = area - 2.0 * (disc[o] & foot[:, :, None]).sum(axis=(0, 1))
+            disc_area = (disc[o] & foot[:, :, None]).sum(axis=(0, 1)).astype(float)
+            score = area - 2.0 * disc_area
         nz = len(area)
         gap = max(1, int(round(0.6 * med / spacing[2])))
         edge = max(1, int(round(0.3 * med / spacing[2])))
-        order = np.argsort(area[edge : nz - edge], kind="stable") + edge
+        order = np.argsort(score[edge : nz - edge], kind="stable") + edge
         chosen: list[int] = []
         for k in order:
             if all(abs(int(k) - c) >= gap for c in chosen):
                 chosen.append(int(k))
             if len(chosen) == pieces - 1:
                 break
-        if disc is not None:
-            joints = _joints_only(chosen, comp, disc[o], spacing)
+        if disc_area is not None:
+            joints = _joints_only(chosen, area, disc_area, spacing)
             if len(joints) < len(chosen):
                 log.info(
                     "merged bodies at slices %d-%d: %d of %d cuts have neither a disc nor a waist beside "
@@ -458,25 +461,25 @@ _JOINT_WAIST = 0.5
 
 
 def _joints_only(
-    chosen: list[int], comp: np.ndarray, disc: np.ndarray, spacing: tuple[float, float, float]
+    chosen: list[int], area: np.ndarray, disc_area: np.ndarray, spacing: tuple[float, float, float]
 ) -> list[int]:
     """The cuts that lie at a joint, where the segmenter saw the component's discs at all.
+
+    ``area`` is the component's cross-section and ``disc_area`` the disc voxels under its
+    footprint, slice by slice.
 
     The number of cuts comes from the component's height, which a piece of bone beside the
     column or taller lumbar bodies (against the median, often thoracic, body height) inflate;
     the extra cuts then fall where the cross-section is merely smallest, inside a body
     (test-1003-0091: a 224 mm lumbar column cut at eight places, three of them with no disc
-    within 2 mm and two of those through a full cross-section). Where at least one cut of the
+    within 2.5 mm and two of those through a full cross-section). Where at least one cut of the
     component has a disc beside it, a cut with neither a disc nor a waist is dropped. A
     component with no disc at any cut keeps its cuts (height is then the only evidence), and
     so do components on slices too thick to show a disc.
     """
     if not chosen or spacing[2] > _JOINT_MAX_SLICE_MM:
         return chosen
-    area = comp.sum(axis=(0, 1)).astype(float)
     median_area = float(np.median(area[area > 0]))
-    foot = np.asarray(comp.any(axis=2))
-    disc_area = (disc & foot[:, :, None]).sum(axis=(0, 1)).astype(float)
     reach = max(1, int(round(_JOINT_REACH_MM / spacing[2])))
     least = _JOINT_DISC_SHARE * median_area
     seen = {k: bool(disc_area[max(0, k - reach) : k + reach + 1].max() >= least) for k in chosen}

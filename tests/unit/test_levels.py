@@ -303,6 +303,34 @@ def test_the_endplate_of_a_body_cut_by_the_bottom_edge_is_that_body() -> None:
     assert (inst[40:50, 20:30, 0] == added[0].mask_label).all()
 
 
+def test_a_sliver_ends_at_its_last_slice_of_bone() -> None:
+    # As above, and the network also called the slice of disc above the endplate "body": that
+    # slice (60 HU) is not part of L2.
+    cls = _chest_scan_ending_below(5)
+    cls[40:50, 20:30, 0] = SegClass.SACRUM
+    cls[40:50, 20:30, 1] = SegClass.BODY
+    hu = _hu(cls)
+    hu[:, :, 1] = 60.0
+    inst, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    added = claim_edge_slivers(cls, inst, bodies, la.ids, hu, SP)
+    assert len(added) == 1 and added[0].z_range == (0, 0)
+    assert la.ids[added[0].mask_label] == name_to_id("L2")
+    assert (inst[40:50, 20:30, 0] == added[0].mask_label).all()
+    assert not inst[:, :, 1].any()
+    # The same where the network called all three slices body, so that they are a body of
+    # their own (L2): it too ends at its endplate.
+    cls[40:50, 20:30, 0:3] = SegClass.BODY
+    hu[:, :, 2] = 60.0
+    inst, bodies = find_bodies(cls, SP)
+    la = assign_levels(cls, bodies, SP)
+    assert la.ids[bodies[-1].mask_label] == name_to_id("L2") and bodies[-1].z_range == (0, 2)
+    assert claim_edge_slivers(cls, inst, bodies, la.ids, hu, SP) == []
+    assert bodies[-1].z_range == (0, 0)
+    assert (inst[40:50, 20:30, 0] == bodies[-1].mask_label).all()
+    assert not inst[:, :, 1:3].any()
+
+
 def test_bone_at_the_bottom_edge_below_l5_stays_sacrum() -> None:
     # T12 (ribs), L1-L5, then one slice of S1 at the edge, as narrow as a body: the sacrum.
     cls = _column(6, [True, False, False, False, False, False], sacrum=False)
@@ -432,3 +460,21 @@ def test_a_body_joined_to_false_bone_beside_it_keeps_its_part_on_the_column() ->
     # What lies beyond 30 mm of the column's axis is not part of L1.
     assert not inst[61:, :, :].any()
     assert inst[40:50, 20:30, l1.min() : l1.max() + 1].all()
+
+
+def test_a_scrap_of_a_body_joined_to_false_bone_is_not_a_body_of_its_own() -> None:
+    # T12 (ribs), L1-L5, sacrum; the top three slices of L3 are cut off from the rest of it and
+    # joined to 60 mm of soft tissue beside it taken for "body". Their on-column part has the
+    # volume of a body fragment (300 voxels against the 800 of a body) but not its height.
+    cls = _column(6, [True] + [False] * 5, sacrum=True)
+    zs = np.where(cls[45, 25] == SegClass.BODY)[0]
+    l3 = zs[(zs < zs.max() - 19) & (zs >= zs.max() - 27)]  # the fourth body from the top
+    cls[40:50, 20:30, l3.max() - 3] = SegClass.BACKGROUND
+    cls[50:80, 20:30, l3.max() - 2 : l3.max() + 1] = SegClass.BODY
+    inst, bodies = find_bodies(cls, SP)
+    assert len(bodies) == 6
+    la = assign_levels(cls, bodies, SP)
+    assert [la.ids[b.mask_label] for b in bodies] == [
+        name_to_id(n) for n in ("T12", "L1", "L2", "L3", "L4", "L5")
+    ]
+    assert not inst[40:50, 20:30, l3.max() - 2 : l3.max() + 1].any()

@@ -5,7 +5,8 @@ A component as tall as several bodies (a disc missed, or joined at its rim) is c
 cross-section is smallest and the disc voxels under it most, as many times as its height
 asks; where the network saw any of its discs on slices thin enough to show one, only at a disc
 or a waist. Candidates off the column of their neighbours are dropped, except for a part on
-the column that is a body by itself (a body joined to false "body" beside it).
+the column that is a body by itself, in volume and height (a body joined to false "body"
+beside it).
 Levels, from anatomical cues, reconciled:
 
 - the last rib: the lowest body with rib heads beside it is T12, when a rib-free body
@@ -117,7 +118,8 @@ def find_bodies(
         cent = tuple(float(c) + o for c, o in zip(cents[i], off))
         found.append((cent[2], i + 1, int(sizes[i]), cent, (z0, z1)))
     kept = _on_the_column(found, spacing, classes.shape[2])
-    found = kept + _trimmed_to_the_column([t for t in found if t not in kept], kept, lab, objs, off, spacing)
+    dropped = [t for t in found if t not in kept]
+    found = kept + _trimmed_to_the_column(dropped, kept, lab, objs, off, spacing, classes.shape[2])
     found.sort(key=lambda t: -t[0])  # superior first (RAS: larger k is higher)
     # From the bottom up: a "body" between the sacrum's alae is a sacral segment.
     sacrum = classes == SegClass.SACRUM
@@ -313,6 +315,12 @@ def _on_the_column(
 #: and the T11 tail above named T12). Lumbar bodies are about 50 mm wide.
 _TRIM_RADIUS_MM = 30.0
 
+#: ... and where that part is at least this share of its kept neighbours' median height, or
+#: is cut by the scan's edge: a scrap of a body cut off by the height split is not a body of
+#: its own (independent-2002-0134: the top two 5 mm slices of L3, kept as a body, put every
+#: level above it one off).
+_TRIM_MIN_HEIGHT = 0.5
+
 
 def _trimmed_to_the_column(
     dropped: list[_Candidate],
@@ -321,6 +329,7 @@ def _trimmed_to_the_column(
     objs: list[tuple[slice, ...] | None],
     off: tuple[int, ...],
     spacing: tuple[float, float, float],
+    n_slices: int,
 ) -> list[_Candidate]:
     """The body-sized parts of dropped candidates that lie on the column of the kept ones.
 
@@ -330,6 +339,7 @@ def _trimmed_to_the_column(
         return []
     xyz = np.array([[c[0] * spacing[0], c[1] * spacing[1], c[2] * spacing[2]] for _, _, _, c, _ in kept])
     vol = np.array([float(t[2]) for t in kept])
+    height = np.array([float(t[4][1] - t[4][0] + 1) for t in kept])
     out: list[_Candidate] = []
     for _, lbl, size, cent, _ in dropped:
         near = np.abs(xyz[:, 2] - cent[2] * spacing[2]) <= _COLUMN_WINDOW_MM
@@ -355,10 +365,13 @@ def _trimmed_to_the_column(
         cx, cy = _column_at(xyz[near], vol[near], new_cent[2] * spacing[2])
         if np.hypot(new_cent[0] * spacing[0] - cx, new_cent[1] * spacing[1] - cy) > _COLUMN_TOLERANCE_MM:
             continue
+        zr = (int(kk[inside].min()) + corner[2], int(kk[inside].max()) + corner[2])
+        at_edge = zr[0] == 0 or zr[1] == n_slices - 1
+        if not at_edge and zr[1] - zr[0] + 1 < _TRIM_MIN_HEIGHT * float(np.median(height[near])):
+            continue
         outside = comp.copy()
         outside[ii[inside], jj[inside], kk[inside]] = False
         lab[sl][outside] = 0
-        zr = (int(kk[inside].min()) + corner[2], int(kk[inside].max()) + corner[2])
         log.info(
             "body candidate at slices %d-%d lies partly off the column: the %d of its %d voxels on it kept",
             *zr,
@@ -802,6 +815,8 @@ def claim_edge_slivers(
     ``_EDGE_SLIVER_MAX_MM`` high, lies under the column's outline, fills a quarter of a
     slice of it and is bone on average (``hu``, on the grid of ``classes``) is the next level.
     Where the named body itself reaches the bottom edge, its footprint's sacrum there is its own.
+    A named body that is itself such a sliver, and every sliver added, ends at its last slice of
+    bone counted from the edge (``_bone_end``).
     Returns the bodies added (all touching the edge: never measured, only shown and scored).
     """
     added: list[BodyInstance] = []
@@ -850,8 +865,12 @@ def claim_edge_slivers(
             if touching and edge == 0 and z0 == 0:
                 inst[sl][piece] = nb.mask_label  # the named body's own cut end
                 continue
+            if touching:
+                continue
+            piece, kk = _bone_end(piece, hu[:, :, ks], edge == 0)
+            kk = kk + ks.start
             gap = (z0 - kk.max() - 1) if edge == 0 else (kk.min() - z1 - 1)
-            if touching or gap * spacing[2] > _EDGE_SLIVER_GAP_MM:
+            if gap * spacing[2] > _EDGE_SLIVER_GAP_MM:
                 continue
             label = int(inst.max()) + 1
             inst[sl][piece] = label
@@ -868,4 +887,51 @@ def claim_edge_slivers(
             added.append(body)
             log.info("a sliver of %s at the scan's edge (slices %d-%d) kept", _ORDER[pos], *body.z_range)
             break
+    for b in named:
+        _end_at_bone(b, inst, hu, spacing)
     return added
+
+
+def _end_at_bone(
+    b: BodyInstance, inst: np.ndarray, hu: np.ndarray, spacing: tuple[float, float, float]
+) -> None:
+    """Cut a body that is a sliver at one edge of the scan back to its last slice of bone."""
+    nz = inst.shape[2]
+    z0, z1 = b.z_range
+    if (z0 == 0) == (z1 == nz - 1):
+        return  # at neither edge, or a body the scan's two edges both cut
+    # The slices it holds now (the sliver claim may have given it its edge's bone).
+    reach = slice(0, z1 + 1) if z0 == 0 else slice(z0, nz)
+    ks = np.nonzero((inst[:, :, reach] == b.mask_label).any(axis=(0, 1)))[0] + reach.start
+    if ks.size == 0:
+        return
+    z0, z1 = int(ks.min()), int(ks.max())
+    if (z1 - z0 + 1) * spacing[2] > _EDGE_SLIVER_MAX_MM:
+        return
+    sl = (slice(None), slice(None), slice(z0, z1 + 1))
+    piece = inst[sl] == b.mask_label
+    kept, kk = _bone_end(piece, hu[sl], z0 == 0)
+    if len(kk) < z1 - z0 + 1:
+        inst[sl][piece & ~kept] = 0
+        b.z_range = (int(kk.min()) + z0, int(kk.max()) + z0)
+        b.voxels = int(kept.sum())
+        log.info("the sliver at the scan's edge ends at its last slice of bone (slices %d-%d)", *b.z_range)
+
+
+def _bone_end(piece: np.ndarray, hu: np.ndarray, from_bottom: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A sliver up to its last slice of bone, counted from the scan's edge; and its slices.
+
+    On thin slices the network's "bone" at a cut body's end runs on into the disc above it
+    (test-1003-0118 and -0166, 1 mm: the endplate at 855 and 506 HU, then three slices of disc
+    at 58-86 HU, all "body"): those slices (mean below ``_EDGE_SLIVER_MIN_HU``) are not the body.
+    A piece with no slice of bone is returned whole.
+    """
+    ks = np.nonzero(piece.any(axis=(0, 1)))[0]
+    bone = [k for k in ks if float(hu[:, :, k][piece[:, :, k]].mean()) >= _EDGE_SLIVER_MIN_HU]
+    if not bone:
+        return piece, ks
+    last = max(bone) if from_bottom else min(bone)
+    keep = ks[ks <= last] if from_bottom else ks[ks >= last]
+    out = np.zeros_like(piece)
+    out[:, :, keep] = piece[:, :, keep]
+    return out, keep

@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         "--dicom-share", type=float, default=0.2, help="share of cases also written as DICOM series"
     )
     s.add_argument("--workers", type=int, default=None)
+    s.add_argument(
+        "--generator-version",
+        type=int,
+        default=None,
+        help="make the images of an earlier generator version (2: the cohort the shipped models "
+        "were trained on); default: the current one",
+    )
 
     e = sub.add_parser("example", help="write one synthetic CT study as a DICOM series (the demo study)")
     e.add_argument("--out", required=True, type=Path)
@@ -303,7 +310,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
-    from .synth.cohort import write_cohort
+    from .synth.cohort import GENERATOR_VERSION, GENERATOR_VERSIONS, write_cohort
 
     if a.n < 1:
         sys.stderr.write("osteoscreen: error: --n must be at least 1\n")
@@ -311,8 +318,21 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     if not 0.0 <= a.dicom_share <= 1.0:
         sys.stderr.write("osteoscreen: error: --dicom-share must be between 0 and 1\n")
         return EXIT_ARGS
+    version = GENERATOR_VERSION if a.generator_version is None else a.generator_version
+    if version not in GENERATOR_VERSIONS:
+        choices = ", ".join(map(str, GENERATOR_VERSIONS))
+        sys.stderr.write(f"osteoscreen: error: --generator-version must be one of {choices}\n")
+        return EXIT_ARGS
     t = time.perf_counter()
-    path = write_cohort(a.out, a.n, a.seed, a.profile, dicom_share=a.dicom_share, workers=a.workers)
+    path = write_cohort(
+        a.out,
+        a.n,
+        a.seed,
+        a.profile,
+        dicom_share=a.dicom_share,
+        workers=a.workers,
+        generator_version=version,
+    )
     print(f"wrote {a.n} {a.profile} cases in {time.perf_counter() - t:.0f} s: {path}")
     return EXIT_OK
 

@@ -196,6 +196,11 @@ def test_missing_path_and_bad_arguments(tmp_path: Path, demo_study: Path) -> Non
         ),
         2,
     )
+    # A generator version that cannot be made any more: one line, nothing written.
+    proc = run_cli("synth", "--out", str(tmp_path / "s"), "--n", "1", "--generator-version", "1")
+    _assert_defined_failure(proc, 2)
+    assert "--generator-version must be one of 2, 3" in proc.stderr
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.skipif(

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from osteoscreen.config import DEFAULT_CONFIG
 from osteoscreen.labels import SegClass, name_to_id
@@ -80,3 +81,37 @@ def test_trabecular_hu_follows_bmd(small_case) -> None:  # type: ignore[no-untyp
         )
         # Noise and blur of the neighbours leave a few HU; texture averages out.
         assert measured == pytest.approx(expected, abs=12)
+
+
+def _coarse(spec, protocol):  # type: ignore[no-untyped-def]
+    return replace(
+        spec, spacing_xy=2.0, slice_spacing=5.0, protocol=protocol, write_dicom=False, max_z_mm=360.0
+    )
+
+
+def test_chest_scans_start_in_the_neck() -> None:
+    specs = [_coarse(sample_case(f"n{i}", i, "test"), "chest") for i in range(11, 16)]
+    cases = [generate_case(spec) for spec in specs]
+    # The top slice lies 10-50 mm above T1: C7 is in view unless the slice grid just misses it.
+    assert sum("C7" in c.levels_in_view for c in cases) >= 4
+    v3 = next(c for c in cases if "C7" in c.levels_in_view)
+    assert v3.levels_in_view.index("C7") < v3.levels_in_view.index("T1")
+    v2 = generate_case(replace(v3.spec, generator_version=2))
+    assert not any(name.startswith("C") for name in v2.levels_in_view)
+    # C7 bears no ribs: no rib voxel lies above T1's upper endplate.
+    t1_top = int(np.nonzero((v3.bodies == name_to_id("T1")).any(axis=(0, 1)))[0].max())
+    assert not (v3.classes[:, :, t1_top + 1 :] == SegClass.RIB).any()
+    # The base of the neck: no lung in the top slice, and the trachea's air inside the body.
+    top = v3.volume.array[:, :, -1]
+    body = top > -500
+    inside = ndimage.binary_fill_holes(body) & ~body
+    assert inside.sum() * 4.0 > 100.0  # mm2: the trachea (and no lung beside it)
+    assert inside.sum() * 4.0 < 400.0
+
+
+def test_the_neck_leaves_other_scans_as_they_were() -> None:
+    # The neck has a random stream of its own: a scan below T1 is the same in versions 2 and 3.
+    spec = _coarse(sample_case("a", 12, "test"), "abdomen")
+    v3, v2 = generate_case(spec), generate_case(replace(spec, generator_version=2))
+    assert np.array_equal(v3.volume.array, v2.volume.array)
+    assert np.array_equal(v3.bodies, v2.bodies)

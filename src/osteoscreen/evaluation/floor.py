@@ -186,7 +186,8 @@ def read_specs(params_json: Path) -> dict[str, CaseSpec]:
     data = json.loads(Path(params_json).read_text())
     specs = {}
     for d in data["specs"]:
-        d = dict(d)
+        # Files written before the version was kept per case hold the cohort's (2 or older).
+        d = {"generator_version": data.get("generator_version", 2), **d}
         d["scan"] = ScanParams(**d["scan"])
         specs[d["case_id"]] = CaseSpec(**d)
     return specs

@@ -1,4 +1,5 @@
-"""Procedural trunk anatomy as a tissue map: spine T1-L5 with sacrum, ribs, organs, fat, muscle.
+"""Procedural trunk anatomy as a tissue map: spine T1-L5 with sacrum, ribs, organs, fat, muscle,
+and (generator version 3 on) the lowest cervical bodies and the base of the neck above T1.
 
 The anatomy is drawn in RAS+ millimetres (x to the patient's right, y anterior, z superior)
 on the grid given by the caller; every structure is drawn inside its own bounding box so a
@@ -44,6 +45,9 @@ class Tissue(IntEnum):
 THORACIC = [f"T{i}" for i in range(1, 13)]
 LUMBAR = [f"L{i}" for i in range(1, 6)]
 LEVELS = THORACIC + LUMBAR
+#: Cervical bodies drawn above T1 (top to bottom), rib-free: what a chest scan's top shows and
+#: a reader counts down from when the last rib is missing.
+NECK = ["C6", "C7"]
 
 
 @dataclass
@@ -99,6 +103,7 @@ class SpineModel:
     body_y: float  # AP position of the body centres at the reference level
     sacrum_top: float
     has_ribs_on: list[str] = field(default_factory=lambda: list(THORACIC))
+    neck: list[LevelGeometry] = field(default_factory=list)  # C6, C7 (top to bottom), or none
 
     def center(self, z: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of the vertebral body centre line at height z (mm)."""
@@ -116,8 +121,14 @@ class SpineModel:
         return x, y
 
 
-def make_spine(rng: np.random.Generator, *, hard_cases: bool = True) -> SpineModel:
-    """A random spine: per-level sizes, curvature, and the occasional hard case."""
+def make_spine(
+    rng: np.random.Generator, *, hard_cases: bool = True, neck_rng: np.random.Generator | None = None
+) -> SpineModel:
+    """A random spine: per-level sizes, curvature, and the occasional hard case.
+
+    With ``neck_rng``, C7 and C6 are added above T1, drawn from that generator alone, so the
+    rest of the spine (and every image that does not reach above T1) is the same as without.
+    """
     scale = rng.uniform(0.88, 1.12)
     levels: list[LevelGeometry] = []
     z = 0.0  # bottom endplate of L5 sits at z = 0
@@ -158,6 +169,17 @@ def make_spine(rng: np.random.Generator, *, hard_cases: bool = True) -> SpineMod
     ribs = list(THORACIC)
     if rng.random() < 0.06:
         ribs = THORACIC[:-1]  # short 12th rib absent: a known labelling trap
+    neck: list[LevelGeometry] = []
+    if neck_rng is not None:
+        # Cervical bodies are a little smaller than T1 and sit on thinner discs (C7-T1, C6-C7).
+        z = levels[0].z_top
+        for name, h0, w0, d0 in (("C7", 14.0, 23.5, 16.5), ("C6", 13.0, 21.0, 15.5)):
+            disc = 4.5 * scale * neck_rng.uniform(0.85, 1.15)
+            h = h0 * scale * neck_rng.uniform(0.94, 1.06)
+            w = w0 * scale * neck_rng.uniform(0.94, 1.06)
+            d = d0 * scale * neck_rng.uniform(0.94, 1.06)
+            neck.insert(0, LevelGeometry(name, z + disc, z + disc + h, w, d, disc))
+            z += disc + h
     return SpineModel(
         levels=levels,
         lordosis=rng.uniform(4.0, 18.0),
@@ -166,6 +188,7 @@ def make_spine(rng: np.random.Generator, *, hard_cases: bool = True) -> SpineMod
         body_y=0.0,
         sacrum_top=sacrum_top,
         has_ribs_on=ribs,
+        neck=neck,
     )
 
 
@@ -182,6 +205,7 @@ def draw_anatomy(
     body_b: float,
     fat_mm: float,
     diaphragm_z: float,
+    apex_z: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw the tissue map and the vertebral-body level map on a grid.
 
@@ -193,6 +217,8 @@ def draw_anatomy(
         body_b: antero-posterior semi-axis of the trunk (mm).
         fat_mm: subcutaneous fat thickness.
         diaphragm_z: height of the diaphragm dome (lungs above).
+        apex_z: height of the lung apices; above them the base of the neck (muscle round the
+            trachea and the carotid arteries). None: the lungs run to the top of the grid.
 
     Returns:
         (tissue map uint8, body level map int16 with VerSe ids).
@@ -234,10 +260,19 @@ def draw_anatomy(
                 sl[
                     _ellipse(X, Y, cx + side * (30 + 14 * growth), cy - 2.0, 9 + 12 * growth, 9 + 10 * growth)
                 ] = Tissue.MUSCLE
-        if z > diaphragm_z:
-            # Lungs fill the chest except the mediastinum and heart.
+        in_neck = apex_z is not None and z > apex_z
+        if in_neck:
+            sl[cavity] = Tissue.MUSCLE
+            sl[_ellipse(X, Y, cx, cy + 32.0, 8.0, 7.0)] = Tissue.AIR  # trachea
             for side in (-1, 1):
-                lung = _ellipse(X, Y, side * a * 0.45, cy + 35.0, a * 0.42, b * 0.72) & cavity
+                sl[_ellipse(X, Y, cx + side * 24.0, cy + 34.0, 4.5, 4.5)] = Tissue.BLOOD  # carotid
+        elif z > diaphragm_z:
+            # Lungs fill the chest except the mediastinum and heart; they narrow to their apices.
+            taper = 1.0 if apex_z is None else float(np.sqrt(np.clip((apex_z - z) / 35.0, 0.0, 1.0)))
+            for side in (-1, 1):
+                if taper < 0.15:
+                    break
+                lung = _ellipse(X, Y, side * a * 0.45, cy + 35.0, a * 0.42 * taper, b * 0.72 * taper) & cavity
                 sl[lung] = Tissue.LUNG
             heart_z = diaphragm_z + 50.0
             if z < heart_z + 60:
@@ -261,7 +296,7 @@ def draw_anatomy(
                     for side in (-1, 1):
                         sl[_ellipse(X, Y, cx + side * 65.0, cy - 8.0, 28 * kv, 22 * kv)] = Tissue.KIDNEY
         # Aorta in front and to the left of the spine; IVC to the right.
-        if z > spine.sacrum_top + 20:
+        if spine.sacrum_top + 20 < z and not in_neck:
             sl[_ellipse(X, Y, cx - 14.0, cy + 30.0, aorta_r, aorta_r)] = Tissue.BLOOD
             if z < diaphragm_z + 20:
                 sl[_ellipse(X, Y, cx + 22.0, cy + 28.0, 10.0, 8.0)] = Tissue.BLOOD
@@ -311,7 +346,7 @@ def _draw_spine(
     xs, ys, zs = grid.axis(0), grid.axis(1), grid.axis(2)
     cx_all, cy_all = spine.center(zs)
     cy_all = cy_all + y0
-    for lv in spine.levels:
+    for lv in spine.neck + spine.levels:
         z_lo = lv.z_bottom - lv.disc_below
         sk = grid.index_range(2, z_lo - 2, lv.z_top + 2)
         if sk.stop <= sk.start:

@@ -11,7 +11,7 @@ import csv
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from ..config import DEFAULT_CONFIG, Thresholds
 from ..io.volume import Volume
 from ..labels import SegClass, name_to_id
-from .anatomy import LEVELS, Grid, Tissue, draw_anatomy, make_spine
+from .anatomy import LEVELS, NECK, Grid, Tissue, draw_anatomy, make_spine
 from .physics import ScanParams, render_ct
 
 __all__ = [
@@ -48,7 +48,13 @@ LEVEL_TREND.update({"T12": 1.03, "L1": 1.01, "L2": 1.0, "L3": 0.99, "L4": 0.985,
 PROTOCOLS = ("chest", "abdomen", "chest_abdomen", "lumbar")
 #: Bumped whenever the same seed would give other images (make_models then regenerates).
 #: 2: effective energy per vendor acting on bone, fat and iodine together; kVp 80-140 everywhere.
-GENERATOR_VERSION = 2
+#: 3: C6 and C7 above T1 and the base of the neck above the lung apices; chest scans start
+#: above T1 (at C7 or C6), as a chest CT from the thoracic inlet does. Only chest scans change:
+#: the neck is drawn from its own random stream, so every other image is the same as in 2.
+GENERATOR_VERSION = 3
+#: Versions ``osteoscreen synth --generator-version`` can still make: 2 regenerates the cohort
+#: the shipped models were trained on (models/TRAINING_densenet.json and hu_rule.json name it).
+GENERATOR_VERSIONS = (2, 3)
 BMD_COLUMNS = [f"bmd_{name}" for name in LEVELS]
 COHORT_FIELDS = [
     "case_id",
@@ -98,6 +104,7 @@ class CaseSpec:
     write_dicom: bool
     max_z_mm: float = 360.0
     extra: dict[str, Any] = field(default_factory=dict)
+    generator_version: int = GENERATOR_VERSION
 
 
 @dataclass
@@ -206,6 +213,9 @@ def _z_window(spec: CaseSpec, spine: Any, rng: np.random.Generator) -> tuple[flo
     lv = {level.name: level for level in spine.levels}
     if spec.protocol == "chest":
         top = lv["T2"].z_top + rng.uniform(0, 40)
+        if spine.neck:
+            # From the thoracic inlet: the top slice lies 10-50 mm above T1, in C7 or C6.
+            top += lv["T1"].z_top - lv["T2"].z_top + 10.0
         bottom = lv["L1"].z_bottom - rng.uniform(-10, 40)
     elif spec.protocol == "abdomen":
         top = lv["T10"].z_top + rng.uniform(0, 40)
@@ -216,13 +226,16 @@ def _z_window(spec: CaseSpec, spine: Any, rng: np.random.Generator) -> tuple[flo
     else:
         top = lv["T6"].z_top
         bottom = spine.sacrum_top - 60
-    if top - bottom > spec.max_z_mm:
+    budget = spec.max_z_mm
+    if spine.neck and spec.protocol == "chest" and budget >= 360.0:
+        budget += 60.0  # from the thoracic inlet to the upper abdomen, as a chest CT runs
+    if top - bottom > budget:
         # Keep the lumbar spine in a long scan that does not fit the budget.
         if spec.protocol == "chest":
-            top = bottom + spec.max_z_mm
+            top = bottom + budget
         else:
-            bottom = max(bottom, lv["L3"].z_bottom - spec.max_z_mm * 0.35)
-            top = bottom + spec.max_z_mm
+            bottom = max(bottom, lv["L3"].z_bottom - budget * 0.35)
+            top = bottom + budget
     return bottom, top
 
 
@@ -230,7 +243,9 @@ def generate_case(spec: CaseSpec, thresholds: Thresholds | None = None) -> Synth
     """Render one case from its spec."""
     thresholds = thresholds or DEFAULT_CONFIG.thresholds
     rng = np.random.default_rng(spec.seed + 7919)
-    spine = make_spine(rng)
+    # The neck (version 3) has a random stream of its own: images below T1 stay as in version 2.
+    neck_rng = np.random.default_rng(spec.seed + 104_729) if spec.generator_version >= 3 else None
+    spine = make_spine(rng, neck_rng=neck_rng)
     # Per-level BMD: the patient's value, a level trend and a small level-to-level scatter.
     bmd = {
         name: float(np.clip(spec.patient_bmd_target * LEVEL_TREND[name] + rng.normal(0.0, 3.0), 15.0, 300.0))
@@ -239,6 +254,11 @@ def generate_case(spec: CaseSpec, thresholds: Thresholds | None = None) -> Synth
     for level in spine.levels:
         if level.compression > 0:
             bmd[level.name] = float(max(15.0, bmd[level.name] * 0.85))
+    if neck_rng is not None:
+        for level in spine.neck:
+            bmd[level.name] = float(
+                np.clip(spec.patient_bmd_target * LEVEL_TREND["T1"] + neck_rng.normal(0.0, 3.0), 15.0, 300.0)
+            )
     bottom, top = _z_window(spec, spine, rng)
     sz = spec.slice_spacing
     if spec.extra.get("n_slices"):
@@ -263,8 +283,16 @@ def generate_case(spec: CaseSpec, thresholds: Thresholds | None = None) -> Synth
         origin=(-half + shift[0], -half + shift[1] + 10.0, bottom + fine_z / 2),
     )
     diaphragm = spine.levels[LEVELS.index("T10")].z_center + rng.uniform(-20, 20)
+    apex = None if neck_rng is None else spine.levels[0].z_top + float(neck_rng.uniform(-5.0, 10.0))
     tissue, levels_fine = draw_anatomy(
-        grid, spine, rng, body_a=spec.body_a, body_b=spec.body_b, fat_mm=spec.fat_mm, diaphragm_z=diaphragm
+        grid,
+        spine,
+        rng,
+        body_a=spec.body_a,
+        body_b=spec.body_b,
+        fat_mm=spec.fat_mm,
+        diaphragm_z=diaphragm,
+        apex_z=apex,
     )
     bmd_by_id = {name_to_id(k): v for k, v in bmd.items()}
     hu = render_ct(
@@ -284,10 +312,10 @@ def generate_case(spec: CaseSpec, thresholds: Thresholds | None = None) -> Synth
     affine[:3, 3] = (grid.origin[0], grid.origin[1], bottom + sz / 2)
     volume = Volume(hu, affine, meta={"kvp": spec.scan.kvp, "slice_thickness": sz})
     present = set(np.unique(bodies).tolist())
-    in_view = [name for name in LEVELS if name_to_id(name) in present]
+    in_view = [name for name in NECK + LEVELS if name_to_id(name) in present]
     # A level counts as in view when most of it is inside the scan (partial ones are hard cases).
     full = []
-    for level in spine.levels:
+    for level in spine.neck + spine.levels:
         if level.name in in_view and level.z_bottom >= bottom and level.z_top <= bottom + nz * sz:
             full.append(level.name)
     excluded = [lv.name for lv in spine.levels if lv.name in in_view and (lv.compression > 0 or lv.screws)]
@@ -394,18 +422,28 @@ def write_cohort(
     workers: int | None = None,
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
+    generator_version: int = GENERATOR_VERSION,
 ) -> Path:
     """Generate ``n`` cases into ``out`` and write ``out/cohort.csv``.
+
+    ``generator_version`` (one of ``GENERATOR_VERSIONS``) makes the images an earlier
+    version made from the same seed.
 
     Returns:
         The path of cohort.csv.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    if generator_version not in GENERATOR_VERSIONS:
+        raise ValueError(f"generator_version must be one of {GENERATOR_VERSIONS}, got {generator_version}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = [
-        sample_case(f"{profile}-{seed}-{i:04d}", seed * 100_003 + i, profile, dicom_share) for i in range(n)
+        replace(
+            sample_case(f"{profile}-{seed}-{i:04d}", seed * 100_003 + i, profile, dicom_share),
+            generator_version=generator_version,
+        )
+        for i in range(n)
     ]
     workers = workers or min(os.cpu_count() or 1, 4)
     rows: list[dict[str, Any]] = []
@@ -435,7 +473,7 @@ def write_cohort(
                 "n": n,
                 "seed": seed,
                 "profile": profile,
-                "generator_version": GENERATOR_VERSION,
+                "generator_version": generator_version,
                 "specs": [asdict(s) for s in specs],
             },
             indent=1,

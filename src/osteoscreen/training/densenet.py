@@ -87,6 +87,7 @@ def cohort_info(cohort: Path, n_rows: int) -> dict[str, Any]:
     if params.exists():
         p = json.loads(params.read_text())
         info.update({"synthetic": True, "seed": p.get("seed"), "profile": p.get("profile"), "n": p.get("n")})
+        info["generator_version"] = p.get("generator_version")
     return info
 
 

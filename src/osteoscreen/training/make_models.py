@@ -164,13 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         if name == "densenet_regressor" and a.reg_members > 1:
             src = runs / "densenet_regressor_ensemble"
         _install(src, a.models / name)
-    rule = fit_hu_rule_on_cohort(cohort, runs / "cache")
-    (a.models / "hu_rule.json").write_text(
-        json.dumps(
-            {**rule.to_dict(), "cohort": {"n": a.n, "seed": a.seed, "generator_version": GENERATOR_VERSION}},
-            indent=2,
-        )
-    )
+    if "densenet" in a.stages:
+        # The rule is fitted on the DenseNets' crops: a segmenter-only run leaves it as it was.
+        rule = fit_hu_rule_on_cohort(cohort, runs / "cache")
+        rule_cohort = {"n": a.n, "seed": a.seed, "generator_version": GENERATOR_VERSION}
+        rule_json = json.dumps({**rule.to_dict(), "cohort": rule_cohort}, indent=2)
+        (a.models / "hu_rule.json").write_text(rule_json)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     cohort_info = {"n": a.n, "seed": a.seed, "generator_version": GENERATOR_VERSION}
     (a.models / f"TRAINING_{'_'.join(a.stages)}.json").write_text(

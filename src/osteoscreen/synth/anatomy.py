@@ -269,9 +269,7 @@ def draw_anatomy(
         elif z > diaphragm_z:
             # Lungs fill the chest except the mediastinum and heart; they narrow to their apices.
             taper = 1.0 if apex_z is None else float(np.sqrt(np.clip((apex_z - z) / 35.0, 0.0, 1.0)))
-            for side in (-1, 1):
-                if taper < 0.15:
-                    break
+            for side in (-1, 1) if taper >= 0.15 else ():
                 lung = _ellipse(X, Y, side * a * 0.45, cy + 35.0, a * 0.42 * taper, b * 0.72 * taper) & cavity
                 sl[lung] = Tissue.LUNG
             heart_z = diaphragm_z + 50.0

@@ -478,3 +478,50 @@ def test_a_scrap_of_a_body_joined_to_false_bone_is_not_a_body_of_its_own() -> No
         name_to_id(n) for n in ("T12", "L1", "L2", "L3", "L4", "L5")
     ]
     assert not inst[40:50, 20:30, l2.max() - 2 : l2.max() + 1].any()
+
+
+def test_fragments_beside_a_merged_column_do_not_set_the_body_height() -> None:
+    # Five 20 mm bodies joined into one 108 mm component (thick slices show no disc, only the
+    # waist where the disc was), two separate 20 mm bodies below, and three 12 mm fragments
+    # beside the column's top (the neck of a chest scan, which the network called body). The
+    # fragments are no bodies of their own: the column holds five bodies, not seven.
+    nz = 5 * 10 + 4 + 2 * 12 + 10
+    cls = np.zeros((90, 40, nz), dtype=np.uint8)
+    z1 = nz - 2
+    for i in range(5):
+        z0 = z1 - 10
+        cls[40:50, 20:30, z0:z1] = SegClass.BODY
+        if i < 4:
+            cls[43:47, 23:27, z0 - 1] = SegClass.BODY  # the waist of a missed disc
+        z1 = z0 - 1
+    top = nz - 2
+    for x0 in (12, 64, 76):
+        cls[x0 : x0 + 6, 22:28, top - 6 : top] = SegClass.BODY
+    z1 -= 1
+    for _ in range(2):
+        z0 = z1 - 10
+        cls[40:50, 20:30, z0:z1] = SegClass.BODY
+        cls[40:50, 20:30, z0 - 2 : z0] = SegClass.DISC
+        z1 = z0 - 2
+    _, bodies = find_bodies(cls, SP)
+    on_column = [b for b in bodies if 40 <= b.centroid_ijk[0] < 50]
+    assert len(on_column) == 7
+    heights = [b.z_range[1] - b.z_range[0] + 1 for b in on_column]
+    assert all(9 <= h <= 11 for h in heights), heights
+
+
+def test_a_tall_body_below_short_ones_is_judged_by_its_neighbours() -> None:
+    # A scan from the upper thoracic spine to L1: eight 14 mm bodies, then 16-20 mm ones and a
+    # 24 mm L1. The scan's median body (14 mm) would call L1 two bodies; its neighbours
+    # (16-20 mm) do not.
+    heights_vox = [7] * 8 + [8, 9, 10, 10, 12]
+    nz = sum(heights_vox) + 2 * len(heights_vox) + 8
+    cls = np.zeros((90, 40, nz), dtype=np.uint8)
+    z1 = nz - 3
+    for h in heights_vox:
+        z0 = z1 - h
+        cls[40:50, 20:30, z0:z1] = SegClass.BODY
+        cls[40:50, 20:30, z0 - 2 : z0] = SegClass.DISC
+        z1 = z0 - 2
+    _, bodies = find_bodies(cls, SP)
+    assert [b.z_range[1] - b.z_range[0] + 1 for b in bodies] == heights_vox

@@ -427,9 +427,9 @@ def _split_merged(
     ranges = [(o[2].start, o[2].stop - 1) for o in objs]
     first, last = edge_slices if edge_slices is not None else (-1, lab.shape[2])
     whole = big & np.array([r[0] > first and r[1] < last for r in ranges])
-    for k in np.flatnonzero(whole):
-        whole[k] = not any(
-            sizes[j] > sizes[k] and _side_by_side(ranges[k], ranges[j]) for j in np.flatnonzero(big)
+    for c in np.flatnonzero(whole):
+        whole[c] = not any(
+            sizes[j] > sizes[c] and _side_by_side(ranges[c], ranges[j]) for j in np.flatnonzero(big)
         )
     if not whole.any():
         whole = big

@@ -3,9 +3,10 @@
 Instances: connected components of the body class (the disc class keeps neighbours apart).
 A component as tall as several bodies (a disc missed, or joined at its rim) is cut where its
 cross-section is smallest and the disc voxels under it most, as many times as its height
-asks; where the network saw any of its discs on slices thin enough to show one, only at a disc
-or a waist. Candidates off the column of their neighbours are dropped, except for a part on
-the column that is a body by itself, in volume and height (a body joined to false "body"
+asks against the whole bodies nearest to it (bodies grow taller down the spine); where the
+network saw any of its discs on slices thin enough to show one, only at a disc or a waist.
+Candidates off the column of their neighbours are dropped, except for a part on the column
+that is a body by itself, in volume and height (a body joined to false "body"
 beside it).
 Levels, from anatomical cues, reconciled:
 

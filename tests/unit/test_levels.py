@@ -484,7 +484,8 @@ def test_fragments_beside_a_merged_column_do_not_set_the_body_height() -> None:
     # Five 20 mm bodies joined into one 108 mm component (thick slices show no disc, only the
     # waist where the disc was), two separate 20 mm bodies below, and three 12 mm fragments
     # beside the column's top (the neck of a chest scan, which the network called body). The
-    # fragments are no bodies of their own: the column holds five bodies, not seven.
+    # fragments do not set the body height: the column is cut into its five bodies (seven on
+    # the column with the two below), not into seven of its own.
     nz = 5 * 10 + 4 + 2 * 12 + 10
     cls = np.zeros((90, 40, nz), dtype=np.uint8)
     z1 = nz - 2

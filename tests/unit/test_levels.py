@@ -526,3 +526,32 @@ def test_a_tall_body_below_short_ones_is_judged_by_its_neighbours() -> None:
         z1 = z0 - 2
     _, bodies = find_bodies(cls, SP)
     assert [b.z_range[1] - b.z_range[0] + 1 for b in bodies] == heights_vox
+
+
+def test_bodies_beside_a_thin_false_body_still_set_the_body_height() -> None:
+    # T9-T12 (ribs, 20 mm) and L1-L5 (32 mm) on 4 mm slices, and in front of L1-L4 the
+    # enhanced aorta of an arterial phase taken for "body": a component of its own, 1 cm2
+    # across and longer than any body, so larger than each. Lying beside it does not make the
+    # lumbar bodies fragments (it is a quarter of their width); were they left out, the
+    # thoracic bodies alone would set the height and cut each lumbar body in two.
+    sp = (2.0, 2.0, 4.0)
+    heights_vox = [5] * 4 + [8] * 5
+    nz = sum(heights_vox) + len(heights_vox) + 6
+    cls = np.zeros((90, 60, nz), dtype=np.uint8)
+    z1 = nz - 1
+    for i, h in enumerate(heights_vox):
+        z0 = z1 - h
+        cls[40:50, 20:30, z0:z1] = SegClass.BODY
+        if i < 4:
+            cls[10:30, 12:16, z0 + 1 : z0 + 3] = SegClass.RIB
+            cls[60:80, 12:16, z0 + 1 : z0 + 3] = SegClass.RIB
+        cls[40:50, 20:30, z0 - 1] = SegClass.DISC
+        z1 = z0 - 1
+    cls[35:55, 15:32, 0:z1] = SegClass.SACRUM
+    cls[43:48, 40:45, z1 + 12 : z1 + 52] = SegClass.BODY  # the aorta, 20 mm in front
+    _, bodies = find_bodies(cls, sp)
+    assert [b.z_range[1] - b.z_range[0] + 1 for b in bodies] == heights_vox
+    la = assign_levels(cls, bodies, sp)
+    assert [la.ids[b.mask_label] for b in bodies] == [
+        name_to_id(n) for n in ("T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
+    ]

@@ -463,7 +463,7 @@ def _split_merged(
         if heights[i] < 1.6 * body_mm or pieces < 2:
             continue
         comp = lab[o] == i + 1
-        area = comp.sum(axis=(0, 1)).astype(float)
+        area = areas[i].astype(float)  # earlier cuts touched only other components
         score = area
         disc_area = None
         if disc is not None:

@@ -423,8 +423,8 @@ def _split_merged(
     #   (test-1003-0054, 5 mm slices: four 10-25 mm pieces beside a 290 mm column made the
     #   median 15 mm and cut the column into 19 bodies, not 12). A thin strip reaching up
     #   beside a body does not make it a fragment (independent-2002-0144, arterial phase: L3-L5
-    #   joined to the enhanced aorta, 1-2 cm2 of it beside L1 and L2, whose 11 cm2 then no
-    #   longer counted as bodies and L5 was cut in two);
+    #   joined to a strip in front of the spine, most likely the enhanced aorta, 1-2 cm2 of it
+    #   beside L1 and L2, whose 11 cm2 then no longer counted as bodies; L5 was cut in two);
     # - one that is itself several bodies (taller than any body, or 1.6 median heights or more).
     # Bodies grow taller down the spine (thoracic 15-20 mm, lumbar 25-30 mm), so each component
     # is then judged against the whole bodies nearest to it, not the scan's median: a scan from
